@@ -1,0 +1,20 @@
+"""Training methods: one small module per method, listed in an explicit registry."""
+
+from __future__ import annotations
+
+from tunelab.errors import ConfigError
+
+# name -> "module:Class"; imported lazily so that `tunelab plan` never imports torch.
+METHODS: dict[str, str] = {
+    "sft": "tunelab.methods.sft:SFT",
+}
+
+
+def get_method(name: str):
+    """The Method class registered as ``name``."""
+    import importlib
+
+    if name not in METHODS:
+        raise ConfigError(f"method: unknown method '{name}'. Valid methods: {', '.join(sorted(METHODS))}")
+    module_name, cls_name = METHODS[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)

@@ -1,0 +1,111 @@
+"""The contract between a training method and the one training loop.
+
+A method turns data items into batches and batches into a loss. The loop
+(:func:`tunelab.train.loop.train`) owns everything else: device placement, precision, the
+optimizer and schedule, gradient accumulation and clipping, non-finite step handling,
+evaluation, checkpoints and resume, metrics, plots and progress.
+
+Offline methods (SFT, reward, DPO, ORPO, KTO) only implement ``build_datasets``, ``collate``
+and ``loss``: the loop samples micro-batches from the training items with a seeded,
+resumable sampler. Online methods (PPO) override ``next_micro_batches`` to generate their own
+data (rollouts) and keep what must survive a resume in ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class Datasets:
+    """What a method prepares before training: items are whatever its ``collate`` accepts."""
+
+    train: Sequence[Any]
+    validation: Sequence[Any]
+    report: dict[str, Any] = field(default_factory=dict)  # JSON-able; saved as <run>/data_report.json
+
+
+class Method:
+    """Base class of every method; see the module docstring for the contract.
+
+    Subclasses set ``name`` and are listed in :data:`tunelab.methods.METHODS`.
+    ``self.config`` is the validated :class:`~tunelab.config.RunConfig`; method-specific
+    options live in ``config.method_args`` and are validated by the subclass.
+    """
+
+    name: ClassVar[str] = "base"
+    #: True when the method needs the frozen reference (adapter disabled or a second model).
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, config, model: nn.Module, tokenizer, run_dir: Path):
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.run_dir = Path(run_dir)
+
+    # -- data -------------------------------------------------------------------------
+    def build_datasets(self) -> Datasets:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Batch:  # pragma: no cover - abstract
+        """Turn a list of items into tensors (on CPU; the loop moves them to the device)."""
+        raise NotImplementedError
+
+    # -- math -------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover
+        """Scalar loss of one micro-batch (mean over its tokens/pairs) and scalar metrics.
+
+        ``batch["_weight"]`` (if the loop sets it) is not used here: the loop scales each
+        micro-batch loss by its share of the step's tokens/items so that accumulation is exact.
+        """
+        raise NotImplementedError
+
+    def batch_weight(self, batch: Batch) -> float:
+        """How much this micro-batch counts in its step (tokens for SFT, pairs for DPO).
+
+        The loop divides each micro-batch loss by the step total of these weights and
+        multiplies by this one, so micro-batch 1 x accumulation 4 equals 4 x 1 exactly.
+        """
+        return 1.0
+
+    # -- hooks with defaults ----------------------------------------------------------
+    def before_training(self, model: nn.Module, datasets: Datasets) -> None:
+        """Called once after model and data are ready (e.g. precompute reference log-probs)."""
+
+    def next_micro_batches(self, model: nn.Module, step: int, sampler) -> list[Batch] | None:
+        """Online methods return the step's micro-batches; ``None`` = sample from the data."""
+        return None
+
+    def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
+        """Validation metrics; default: weighted mean loss and perplexity."""
+        import math
+
+        import torch
+
+        total, weight = 0.0, 0.0
+        with torch.no_grad():
+            for batch in batches:
+                loss, _ = self.loss(model, batch)
+                w = self.batch_weight(batch)
+                total += float(loss) * w
+                weight += w
+        mean = total / max(weight, 1e-12)
+        return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0))}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state that a resume must restore (JSON-able or tensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def after_training(self, model: nn.Module) -> dict[str, Any]:
+        """Final extra results to store in <run>/result.json (e.g. held-out accuracy)."""
+        return {}

