@@ -19,9 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tunelab.errors import ConfigError
 
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
-AdapterType = Literal[
-    "lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "llama_adapter", "freeze", "full"
-]
+AdapterType = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "llama_adapter", "freeze", "full"]
 # Method names are validated against tunelab.methods.METHODS when a run starts; kept as a
 # plain string here so the config module never imports torch.
 DEFAULT_METHOD = "sft"
@@ -48,9 +46,7 @@ class ModelArgs(Section):
         "none", description="bitsandbytes quantization of the frozen base weights (qlora implies nf4)."
     )
     double_quant: bool = Field(True, description="NF4 double quantization (quantize the quantization constants).")
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(
-        "bf16", description="Compute dtype of 4-bit layers."
-    )
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute dtype of 4-bit layers.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 when installed."
     )
@@ -72,13 +68,17 @@ class AdapterArgs(Section):
     )
     adapter_len: int = Field(10, ge=1, description="LLaMA-Adapter: length of the adaption prompt.")
     adapter_layers: int = Field(2, ge=1, description="LLaMA-Adapter: number of top layers adapted.")
-    freeze_train_layers: int = Field(2, ge=1, description="freeze: train only the last N decoder layers (+ final norm).")
+    freeze_train_layers: int = Field(
+        2, ge=1, description="freeze: train only the last N decoder layers (+ final norm)."
+    )
 
 
 class DataArgs(Section):
     """Where the data is and how it becomes token rows."""
 
-    path: str | None = Field(None, description="Training data: .jsonl, .json, .csv, .parquet or a saved HF dataset folder.")
+    path: str | None = Field(
+        None, description="Training data: .jsonl, .json, .csv, .parquet or a saved HF dataset folder."
+    )
     validation_path: str | None = Field(None, description="Separate validation file (else split from `path`).")
     format: Literal["auto", "alpaca", "qa", "messages", "sharegpt", "text", "preference", "unpaired", "prompt"] = Field(
         "auto", description="Row format; 'auto' detects it from the columns."
@@ -91,18 +91,24 @@ class DataArgs(Section):
     )
     system_prompt: str | None = Field(None, description="System message added to chat-template rows that have none.")
     max_length: int = Field(512, ge=8, description="Tokens per example; longer examples are truncated (and counted).")
-    packing: bool = Field(True, description="Pack examples into rows of max_length with position_ids restarting per example.")
+    packing: bool = Field(
+        True, description="Pack examples into rows of max_length with position_ids restarting per example."
+    )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
     validation_split: float = Field(0.1, ge=0, lt=1, description="Fraction held out for validation (seeded).")
     seed: int = Field(42, description="Seed of the train/validation split.")
-    skip_invalid: bool = Field(False, description="Drop invalid rows (counted and written to rejects.jsonl) instead of failing.")
+    skip_invalid: bool = Field(
+        False, description="Drop invalid rows (counted and written to rejects.jsonl) instead of failing."
+    )
     max_prompt_length: int = Field(256, ge=1, description="Preference/prompt data: longest prompt allowed, in tokens.")
 
 
 class TrainArgs(Section):
     """The training loop."""
 
-    max_steps: int = Field(100, ge=1, description="Optimizer steps (each = micro_batch_size x grad_accum examples/rows).")
+    max_steps: int = Field(
+        100, ge=1, description="Optimizer steps (each = micro_batch_size x grad_accum examples/rows)."
+    )
     micro_batch_size: int = Field(4, ge=1, description="Rows per forward pass.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
@@ -150,6 +156,11 @@ class RunConfig(Section):
     def _qlora_means_nf4(self) -> RunConfig:
         if self.adapter.type == "qlora" and self.model.quantization == "none":
             self.model.quantization = "nf4"
+        if self.adapter.type in ("full", "freeze") and self.model.quantization != "none":
+            raise ValueError(
+                f"adapter.type={self.adapter.type} trains base weights, which cannot be quantized "
+                f"(model.quantization={self.model.quantization}); use lora/qlora/dora or quantization=none"
+            )
         return self
 
     def run_dir(self) -> Path:
@@ -220,7 +231,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> RunConfig:
     """Read YAML (or start from ``base``), apply overrides, validate.
 
     Raises:

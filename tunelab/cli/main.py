@@ -25,6 +25,8 @@ app = typer.Typer(
 # Explicit registry of subcommand modules (each defines register(app)).
 SUBCOMMANDS = [
     "tunelab.cli.config_cmd",
+    "tunelab.cli.train_cmd",
+    "tunelab.cli.quickstart_cmd",
 ]
 
 

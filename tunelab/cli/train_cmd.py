@@ -1,0 +1,24 @@
+"""``tunelab train CONFIG [key=value ...] [--resume] [--force]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def train_cmd(
+        ctx: typer.Context,
+        config: Path = typer.Argument(..., help="YAML config (examples/*.yaml) or a run's config.yaml."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
+        force: bool = typer.Option(False, "--force", help="Train even if the memory planner says it will not fit."),
+    ):
+        """Fine-tune or align a model. Extra arguments are overrides: training.max_steps=50 adapter.r=8."""
+        from tunelab.config import load_config
+        from tunelab.train.loop import train
+        from tunelab.train.report import print_result
+
+        cfg = load_config(config, list(ctx.args))
+        print_result(train(cfg, resume=resume, force=force))

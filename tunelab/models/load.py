@@ -1,0 +1,173 @@
+"""Load a model for training or inference: dtype, quantization, attention kernel, adapters.
+
+The single place that calls ``from_pretrained``; everything else asks for
+:func:`load_model` (a model name + options) or :func:`load_run` (a run folder: base + its
+adapter, or its fully fine-tuned model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.config import AdapterArgs, ModelArgs, RunConfig
+from tunelab.errors import CheckpointError, ModelError
+from tunelab.models.resolve import resolve_model
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def default_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("training.device=cuda but no CUDA GPU is visible.\n  fix: use device=auto or cpu")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def torch_dtype(name: str, device: str):
+    """Weight dtype. ``auto`` keeps fp32 on CPU (master weights), bf16 on capable GPUs."""
+    import torch
+
+    if name == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, DTYPES[name])
+
+
+def quantization_config(args: ModelArgs):
+    """bitsandbytes config for ``args.quantization`` (None for unquantized)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if args.quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=args.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, DTYPES[args.compute_dtype]),
+        )
+    if args.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def _check_attn(impl: str) -> None:
+    if impl == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ModelError(
+                "model.attn_implementation=flash_attention_2 needs the flash-attn package (CUDA only).\n"
+                "  fix: pip install flash-attn, or use sdpa (the default)"
+            )
+
+
+def load_tokenizer(path: Path | str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # causal LMs often ship without a pad token
+    return tokenizer
+
+
+def load_model(
+    model_args: ModelArgs,
+    adapter_args: AdapterArgs | None = None,
+    *,
+    for_training: bool = False,
+    device: str = "auto",
+    gradient_checkpointing: bool = False,
+):
+    """Load ``model_args.name`` (and attach a fresh adapter when ``adapter_args`` is given).
+
+    Returns:
+        ``(model, tokenizer)``; the model is on ``device`` and in train/eval mode as asked.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.adapters import attach_adapter
+
+    resolved = resolve_model(model_args.name)
+    device = default_device(device)
+    _check_attn(model_args.attn_implementation)
+    quant = quantization_config(model_args)
+    kwargs: dict = {"attn_implementation": model_args.attn_implementation}
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device}
+        kwargs["dtype"] = torch_dtype("fp32" if device == "cpu" else "auto", device)
+    else:
+        kwargs["dtype"] = torch_dtype(model_args.dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(resolved.path), **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"could not load model '{model_args.name}' from {resolved.path}: {err}") from err
+    if quant is None:
+        model.to(device)
+    tokenizer = load_tokenizer(resolved.path)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if adapter_args is not None:
+        model = attach_adapter(model, adapter_args, str(resolved.path), gradient_checkpointing=gradient_checkpointing)
+    model.train(for_training)
+    return model, tokenizer
+
+
+@dataclass
+class LoadedRun:
+    model: object
+    tokenizer: object
+    config: RunConfig
+    run_dir: Path
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto", dtype: str = "auto", merge: bool = False) -> LoadedRun:
+    """Load a finished run: the base with its trained adapter, or the fully fine-tuned model.
+
+    The tokenizer (and so the chat template and EOS) is the one saved with the run.
+    """
+    from tunelab.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml).\n  fix: pass runs/NAME")
+    config = load_config(run_dir / "config.yaml")
+    model_folder, adapter_folder = run_dir / "model", run_dir / "adapter"
+    if model_folder.is_dir():
+        args = config.model.model_copy(update={"name": str(model_folder), "quantization": "none", "dtype": dtype})
+        model, _ = load_model(args, device=device)
+        tokenizer = load_tokenizer(model_folder)
+    elif adapter_folder.is_dir():
+        from peft import PeftModel
+
+        args = config.model.model_copy(update={"quantization": "none", "dtype": dtype})
+        base, _ = load_model(args, device=device)
+        model = PeftModel.from_pretrained(base, str(adapter_folder))
+        if merge and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        tokenizer = load_tokenizer(adapter_folder)
+    else:
+        raise CheckpointError(
+            f"{run_dir} has neither adapter/ nor model/: the run did not finish.\n"
+            f"  fix: resume it with `tunelab train {run_dir}/config.yaml --resume`"
+        )
+    model.eval()
+    return LoadedRun(model, tokenizer, config, run_dir)
+
+
+def save_trained(model, tokenizer, folder: Path, adapter_type: str) -> None:
+    """Save an adapter (peft format) or a full model, with tokenizer, chat template and generation config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    if adapter_type not in ("freeze", "full"):
+        # peft writes only the adapter; keep the generation config (EOS ids) beside it.
+        base = model.get_base_model()
+        if getattr(base, "generation_config", None) is not None:
+            base.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -1,0 +1,107 @@
+"""The quickstart: teach the bundled SmolLM2-135M-Instruct a fixed answer format with QLoRA.
+
+It measures format adherence on held-out prompts the model never trains on, before and after
+a few minutes of QLoRA SFT on 2 CPU cores, so the user sees a real, measured change:
+``Answer: <text>`` on the first line and ``Confidence: high|medium|low`` on the second, and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.config import RunConfig, load_config
+from tunelab.errors import ConfigError
+
+FORMAT = re.compile(r"^Answer: [^\n]+\nConfidence: (high|medium|low)$")
+
+
+def follows_format(text: str) -> bool:
+    """True when ``text`` is exactly the two-line quickstart format."""
+    return FORMAT.match(text.strip()) is not None
+
+
+@dataclass
+class FormatScore:
+    passed: int
+    total: int
+    answers: list[str] = field(default_factory=list)
+
+
+def examples_dir() -> Path:
+    """``examples/`` of the source checkout (the current folder first)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "examples" / "quickstart.yaml").is_file():
+            return root / "examples"
+    raise ConfigError(
+        "cannot find examples/quickstart.yaml.\n  fix: run `tunelab quickstart` from the tunelab checkout"
+    )
+
+
+def eval_prompts(examples: Path) -> list[str]:
+    rows = (examples / "data" / "quickstart_eval.jsonl").read_text().splitlines()
+    return [json.loads(r)["prompt"] for r in rows if r.strip()]
+
+
+def score_format(model, tokenizer, prompts: list[str], max_new_tokens: int = 32) -> FormatScore:
+    """Greedy answers (KV cache on) with the model's chat template; count format adherence."""
+    import torch
+
+    answers = []
+    for prompt in prompts:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+    return FormatScore(sum(follows_format(a) for a in answers), len(answers), answers)
+
+
+@dataclass
+class QuickstartResult:
+    before: FormatScore
+    after: FormatScore
+    run_dir: Path
+    wall_s: float
+    train_wall_s: float
+    tokens_per_s: float
+
+
+def quickstart_config(overrides: list[str] | None = None) -> RunConfig:
+    examples = examples_dir()
+    config = load_config(examples / "quickstart.yaml", overrides)
+    if not Path(config.data.path).is_absolute():
+        config.data.path = str(examples.parent / config.data.path)
+    if config.name is None:
+        config.name = "quickstart-" + time.strftime("%Y%m%d-%H%M%S")
+    return config
+
+
+def run_quickstart(overrides: list[str] | None = None) -> QuickstartResult:
+    """Measure → train → measure. Returns the before/after scores and where the run is."""
+    from tunelab.models.load import load_model, load_run
+    from tunelab.train.loop import train
+
+    start = time.time()
+    config = quickstart_config(overrides)
+    prompts = eval_prompts(examples_dir())
+    base, tokenizer = load_model(config.model.model_copy(update={"quantization": "none"}))
+    before = score_format(base, tokenizer, prompts)
+    del base
+    result = train(config)
+    loaded = load_run(result.run_dir)
+    after = score_format(loaded.model, loaded.tokenizer, prompts)
+    return QuickstartResult(
+        before, after, Path(result.run_dir), time.time() - start, result.wall_s, result.tokens_per_s
+    )

@@ -1,0 +1,122 @@
+"""Atomic checkpoints and resume.
+
+A checkpoint is written to ``checkpoints/step-N.tmp/``, every file fsynced, the folder renamed
+to ``step-N/``, and only then a ``COMPLETE`` marker is written. Resume takes the newest folder
+with the marker, so a run killed at any instant (even mid-write) resumes from the last
+checkpoint that was fully on disk. Trainable weights are safetensors; optimizer, scheduler,
+RNG and sampler state are plain tensors/containers loaded with ``weights_only=True`` (no
+arbitrary code runs on load).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tunelab.errors import CheckpointError
+
+MARKER = "COMPLETE"
+
+
+@dataclass
+class TrainState:
+    """Everything besides the weights that a resume restores."""
+
+    step: int
+    optimizer: dict
+    scheduler: dict
+    sampler: dict
+    method: dict
+    bad_in_a_row: int
+    bad_total: int
+    tokens_seen: int
+    rng: dict
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(root: Path, model: nn.Module, state: TrainState, keep_last: int) -> Path:
+    """Write ``root/step-N`` atomically and keep only the newest ``keep_last`` complete ones."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state.step}"
+    tmp = root / f"step-{state.step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    torch.save(state.__dict__, tmp / "state.pt")
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    (final / MARKER).write_text("ok\n")
+    _fsync_tree(final)
+    for old in complete_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (incomplete and .tmp folders are ignored)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if path.is_dir() and path.name.startswith("step-") and (path / MARKER).exists():
+            try:
+                found.append((int(path.name.split("-", 1)[1]), path))
+            except ValueError:
+                continue
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> TrainState:
+    """Restore trainable weights into ``model`` and return the rest of the state."""
+    if not (path / MARKER).exists():
+        raise CheckpointError(f"{path} is incomplete (no {MARKER} marker); it cannot be resumed from")
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise CheckpointError(
+            f"{path}: {len(missing)} saved tensors do not exist in the model (e.g. {missing[0]}); "
+            "the config changed since the checkpoint was written"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    raw: dict[str, Any] = torch.load(path / "state.pt", weights_only=True)
+    return TrainState(**raw)

@@ -1,0 +1,350 @@
+"""The one training loop, shared by every method (SFT, reward, DPO, ORPO, KTO, PPO, ...).
+
+It owns what methods must not repeat: run folders, seeding, device placement and mixed
+precision (accelerate), the optimizer and schedule, exact gradient accumulation, clipping,
+non-finite step handling, evaluation, atomic checkpoints and resume, metrics, plots, trackers
+and the progress bar. A method (``tunelab.methods.base.Method``) only turns items into batches
+and batches into a loss.
+
+Gradient accumulation is exact: every micro-batch loss is a mean over its own weight (tokens
+or pairs), so it is rescaled by ``weight / step_total`` before ``backward``; micro-batch 1 x
+accumulation 4 then equals micro-batch 4 x accumulation 1 up to float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.config import RunConfig, save_config
+from tunelab.errors import CheckpointError, ConfigError, TrainingError
+from tunelab.methods import get_method
+from tunelab.methods.base import Batch, Method
+from tunelab.train.checkpoint import (
+    TrainState,
+    complete_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from tunelab.train.metrics import MetricsLog, plot_curves
+from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.progress import StepProgress
+from tunelab.train.sampler import ResumableSampler
+from tunelab.utils.log import console
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (also saved as ``<run>/result.json``)."""
+
+    run_dir: str
+    method: str
+    steps: int
+    final_loss: float | None
+    val: dict[str, float]
+    tokens_per_s: float
+    wall_s: float
+    skipped_steps: int
+    output: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_dir(config: RunConfig, resume: bool) -> Path:
+    if config.name is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        config.name = f"{config.method}-{config.adapter.type}-{stamp}"
+    run_dir = config.run_dir()
+    started = run_dir.exists() and (complete_checkpoints(run_dir / "checkpoints") or (run_dir / "result.json").exists())
+    if started and not resume:
+        raise CheckpointError(
+            f"run folder {run_dir} already holds a run.\n"
+            f"  fix: continue it with --resume, or start a new one with name=<new-name>"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _precision(config: RunConfig, device: str) -> str:
+    """accelerate mixed-precision mode: bf16 where the hardware has it, else fp16 on old GPUs."""
+    choice = config.training.precision
+    if choice == "auto":
+        if device == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[choice]
+
+
+def _accelerator(config: RunConfig, device: str, run_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # Several runs in one process (tests, pipelines) may use different precisions.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trackers = list(config.training.trackers)
+    if "wandb" in trackers:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("training.trackers: wandb is not installed.\n  fix: pip install wandb, or drop it")
+    return Accelerator(
+        cpu=device == "cpu",
+        mixed_precision=_precision(config, device),
+        log_with=trackers or None,
+        project_dir=str(run_dir / "trackers"),
+    )
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _grad_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm is None:
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+@dataclass
+class StepOutcome:
+    loss: float
+    metrics: dict[str, float]
+    tokens: int
+    finite: bool
+
+
+def _micro_batches(method: Method, model, step: int, sampler: ResumableSampler, train_items, config) -> list[Batch]:
+    online = method.next_micro_batches(model, step, sampler)
+    if online is not None:
+        return online
+    mbs = config.training.micro_batch_size
+    return [
+        method.collate([train_items[i] for i in sampler.take(mbs)])
+        for _ in range(config.training.gradient_accumulation)
+    ]
+
+
+def _forward_backward(method: Method, model, batches: list[Batch], accelerator) -> StepOutcome:
+    """Accumulate gradients of one optimizer step; losses weighted exactly by batch weights."""
+    weights = [float(method.batch_weight(b)) for b in batches]
+    total_w = sum(weights) or 1.0
+    loss_sum, tokens, merged = 0.0, 0, {}
+    for batch, w in zip(batches, weights, strict=True):
+        batch = _to_device(batch, accelerator.device)
+        with accelerator.autocast():
+            loss, metrics = method.loss(model, batch)
+        if not torch.isfinite(loss.detach()):
+            return StepOutcome(float(loss.detach()), metrics, tokens, finite=False)
+        accelerator.backward(loss * (w / total_w))
+        loss_sum += float(loss.detach()) * w
+        if isinstance(batch.get("input_ids"), torch.Tensor):
+            mask = batch.get("attention_mask")
+            tokens += int(mask.sum()) if isinstance(mask, torch.Tensor) else batch["input_ids"].numel()
+        for k, v in metrics.items():
+            merged[k] = merged.get(k, 0.0) + float(v) * w / total_w
+    return StepOutcome(loss_sum / total_w, merged, tokens, finite=True)
+
+
+def _evaluate(method: Method, model, items, config: RunConfig, accelerator) -> dict[str, float]:
+    if not items:
+        return {}
+    mbs = config.training.micro_batch_size
+    batches = [method.collate(list(items[i : i + mbs])) for i in range(0, len(items), mbs)]
+    if config.training.eval_batches:
+        batches = batches[: config.training.eval_batches]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        result = method.evaluate(model, [_to_device(b, accelerator.device) for b in batches])
+    model.train(was_training)
+    return result
+
+
+def _setup(config: RunConfig, resume: bool, force: bool):
+    """Run folder, pre-flight, seeds, accelerator, model + adapter, method and data."""
+    from tunelab.models.load import default_device, load_model
+
+    run_dir = _run_dir(config, resume)
+    device = default_device(config.training.device)
+    _preflight(config, device, force)
+    torch.manual_seed(config.training.seed)
+    random.seed(config.training.seed)
+    accelerator = _accelerator(config, device, run_dir)
+    method_cls = get_method(config.method)
+    model, tokenizer = load_model(
+        config.model,
+        config.adapter,
+        for_training=True,
+        device=device,
+        gradient_checkpointing=config.training.gradient_checkpointing,
+    )
+    method = method_cls(config, model, tokenizer, run_dir)
+    datasets = method.build_datasets()
+    if len(datasets.train) == 0:
+        raise TrainingError("no training items left after data preparation; see data_report.json")
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "data_report.json").write_text(json.dumps(datasets.report, indent=2, default=str))
+    return run_dir, accelerator, model, tokenizer, method, datasets
+
+
+def _preflight(config: RunConfig, device: str, force: bool) -> None:
+    """Refuse a run that cannot fit before anything heavy is loaded (the memory planner)."""
+    try:
+        from tunelab.memory.preflight import check_fits
+    except ImportError:  # planner not installed in this build
+        return
+    free = None
+    if device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+    check_fits(config, free_bytes=free, device_name=device, force=force)
+
+
+def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> RunResult:
+    """Train ``config`` to the end (or resume it) and save the adapter/model in the run folder.
+
+    Raises:
+        CheckpointError: the run folder already holds a run and ``resume`` is False.
+        TrainingError: too many non-finite steps in a row (the last good checkpoint is kept).
+    """
+    start_time = time.time()
+    run_dir, accelerator, model, tokenizer, method, datasets = _setup(config, resume, force)
+    args = config.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, args, accelerator.device.type)
+    scheduler = build_scheduler(optimizer, args)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = ResumableSampler(len(datasets.train), args.seed)
+    state = TrainState(0, {}, {}, {}, {}, 0, 0, 0, {})
+    checkpoints = complete_checkpoints(run_dir / "checkpoints")
+    if resume and checkpoints:
+        state = load_checkpoint(checkpoints[-1], accelerator.unwrap_model(model))
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        sampler.load_state_dict(state.sampler)
+        method.load_state_dict(state.method)
+        set_rng_state(state.rng)
+        console.print(f"[cyan]resuming[/cyan] {run_dir} from step {state.step}")
+    elif resume:
+        console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0[/yellow]")
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume else None)
+    method.before_training(model, datasets)
+    if args.trackers:
+        accelerator.init_trackers("tunelab", config=json.loads(json.dumps(config.model_dump(mode="json"))))
+    last = _run_steps(
+        config, model, method, datasets, optimizer, scheduler, sampler, state, metrics, accelerator, params
+    )
+    return _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accelerator, state, last, start_time)
+
+
+def _run_steps(config, model, method, datasets, optimizer, scheduler, sampler, state, metrics, accelerator, params):
+    args = config.training
+    last_loss: float | None = None
+    step_time = time.time()
+    with StepProgress(args.max_steps, state.step) as progress:
+        for step in range(state.step, args.max_steps):
+            model.train()
+            batches = _micro_batches(method, model, step, sampler, datasets.train, config)
+            outcome = _forward_backward(method, model, batches, accelerator)
+            norm = _grad_norm(params, args.max_grad_norm) if outcome.finite else float("nan")
+            state.step = step + 1
+            if not (outcome.finite and math.isfinite(norm)):
+                optimizer.zero_grad(set_to_none=True)
+                state.bad_in_a_row += 1
+                state.bad_total += 1
+                metrics.write({"step": state.step, "skipped": True, "loss": outcome.loss, "grad_norm": norm})
+                console.print(f"[yellow]step {state.step}: non-finite loss/grad norm; step skipped[/yellow]")
+                if state.bad_in_a_row >= args.max_bad_steps:
+                    raise TrainingError(
+                        f"{state.bad_in_a_row} non-finite steps in a row (last at step {state.step}); "
+                        "the run stopped and the last good checkpoint is intact.\n"
+                        "  fix: lower training.learning_rate, enable max_grad_norm, or use precision=fp32"
+                    )
+                continue
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.bad_in_a_row = 0
+            state.tokens_seen += outcome.tokens
+            last_loss = outcome.loss
+            now = time.time()
+            tok_s = outcome.tokens / max(now - step_time, 1e-9)
+            step_time = now
+            record = {
+                "step": state.step,
+                "loss": outcome.loss,
+                "lr": lr,
+                "grad_norm": norm,
+                "tokens_per_s": tok_s,
+                **outcome.metrics,
+            }
+            if state.step % args.log_every == 0 or state.step == args.max_steps:
+                metrics.write(record)
+                if args.trackers:
+                    accelerator.log(record, step=state.step)
+            if args.eval_every and state.step % args.eval_every == 0 and state.step < args.max_steps:
+                val = _evaluate(method, model, datasets.validation, config, accelerator)
+                if val:
+                    metrics.write({"step": state.step, **val})
+            if args.save_every and state.step % args.save_every == 0:
+                _checkpoint(config, model, optimizer, scheduler, sampler, method, state, accelerator)
+            progress.update(state.step, outcome.loss, tok_s)
+    return last_loss
+
+
+def _checkpoint(config, model, optimizer, scheduler, sampler, method, state: TrainState, accelerator) -> None:
+    state.optimizer = optimizer.state_dict()
+    state.scheduler = scheduler.state_dict()
+    state.sampler = sampler.state_dict()
+    state.method = method.state_dict()
+    state.rng = rng_state()
+    save_checkpoint(config.run_dir() / "checkpoints", accelerator.unwrap_model(model), state, config.training.keep_last)
+
+
+def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accelerator, state, last_loss, start_time):
+    from tunelab.models.load import save_trained
+
+    val = _evaluate(method, model, datasets.validation, config, accelerator)
+    if val:
+        metrics.write({"step": state.step, **val})
+    unwrapped = accelerator.unwrap_model(model)
+    out = run_dir / ("model" if config.adapter.type in ("full", "freeze") else "adapter")
+    save_trained(unwrapped, tokenizer, out, config.adapter.type)
+    extra = method.after_training(unwrapped)
+    records = metrics.records()
+    plot_curves(
+        records,
+        run_dir / "loss.png",
+        [("loss", "train loss"), ("val_loss", "validation loss")],
+        f"{config.method} · {config.adapter.type} · {config.model.name}",
+    )
+    if config.training.trackers:
+        accelerator.end_training()
+    wall = time.time() - start_time
+    speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+    result = RunResult(
+        run_dir=str(run_dir),
+        method=config.method,
+        steps=state.step,
+        final_loss=last_loss,
+        val=val,
+        tokens_per_s=sum(speeds) / len(speeds) if speeds else 0.0,
+        wall_s=wall,
+        skipped_steps=state.bad_total,
+        output=str(out),
+        extra=extra,
+    )
+    (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    return result

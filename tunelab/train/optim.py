@@ -1,0 +1,90 @@
+"""Optimizers and learning-rate schedules, each chosen from an explicit registry.
+
+AdamW (Loshchilov & Hutter, 2019) is fused where torch supports it; the 8-bit and paged
+variants come from bitsandbytes (Dettmers et al., 2022, arXiv:2110.02861), which keeps the two
+Adam moments in blockwise-quantized 8-bit form (paged: spilled to CPU under memory pressure).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tunelab.config import TrainArgs
+from tunelab.errors import ConfigError
+
+
+def _param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    # No decay on biases and norm gains (1-D tensors): decaying them only hurts.
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _adamw(groups, args: TrainArgs, device: str):
+    fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=args.betas, fused=fused or None)
+
+
+def _bnb(name: str) -> Callable:
+    def build(groups, args: TrainArgs, device: str):
+        if device != "cuda" and name.startswith("Paged"):
+            raise ConfigError(
+                f"training.optimizer={args.optimizer} pages optimizer state between GPU and CPU memory "
+                "and needs a CUDA GPU.\n  fix: use adamw (or adamw_8bit) on CPU"
+            )
+        import bitsandbytes as bnb
+
+        return getattr(bnb.optim, name)(groups, lr=args.learning_rate, betas=args.betas)
+
+    return build
+
+
+def _sgd(groups, args: TrainArgs, device: str):
+    return torch.optim.SGD(groups, lr=args.learning_rate, momentum=0.9)
+
+
+OPTIMIZERS: dict[str, Callable] = {
+    "adamw": _adamw,
+    "adamw_8bit": _bnb("AdamW8bit"),
+    "paged_adamw": _bnb("PagedAdamW"),
+    "paged_adamw_8bit": _bnb("PagedAdamW8bit"),
+    "sgd": _sgd,
+}
+
+
+def build_optimizer(params: list[nn.Parameter], args: TrainArgs, device: str) -> torch.optim.Optimizer:
+    if not params:
+        raise ConfigError("nothing to train: the model has no parameter with requires_grad=True")
+    return OPTIMIZERS[args.optimizer](_param_groups(params, args.weight_decay), args, device)
+
+
+def _cosine(progress: float, floor: float) -> float:
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _linear(progress: float, floor: float) -> float:
+    return floor + (1 - floor) * (1 - progress)
+
+
+def _constant(progress: float, floor: float) -> float:
+    return 1.0
+
+
+SCHEDULES: dict[str, Callable[[float, float], float]] = {"cosine": _cosine, "linear": _linear, "constant": _constant}
+
+
+def lr_factor(step: int, args: TrainArgs) -> float:
+    """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warmup, then the schedule."""
+    if args.warmup_steps and step < args.warmup_steps:
+        return (step + 1) / args.warmup_steps
+    span = max(1, args.max_steps - args.warmup_steps)
+    progress = min(1.0, (step - args.warmup_steps) / span)
+    return SCHEDULES[args.lr_scheduler](progress, args.min_lr_ratio)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArgs) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args))
