@@ -88,6 +88,9 @@ def load_model(
     Returns:
         ``(model, tokenizer)``; the model is on ``device`` and in train/eval mode as asked.
     """
+    from tunelab.utils.quiet import quiet_third_party
+
+    quiet_third_party()
     from transformers import AutoModelForCausalLM
 
     from tunelab.models.adapters import attach_adapter
@@ -113,10 +116,26 @@ def load_model(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if for_training and quant is not None:
+        _keep_4bit_weights_differentiable(model)
     if adapter_args is not None:
         model = attach_adapter(model, adapter_args, str(resolved.path), gradient_checkpointing=gradient_checkpointing)
     model.train(for_training)
     return model, tokenizer
+
+
+def _keep_4bit_weights_differentiable(model) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for CPU inference during training.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 converts a ``Linear4bit`` weight to a packed
+    inference layout the first time the layer runs in eval mode (our periodic validation), and
+    from then on routes *training* forwards through ``gemv_4bit``, which has no autograd
+    kernel: gradients stop flowing through every quantized layer, so all LoRA weights below
+    the top layer get wrong gradients. Training models keep the differentiable layout.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 @dataclass
@@ -127,10 +146,19 @@ class LoadedRun:
     run_dir: Path
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", dtype: str = "auto", merge: bool = False) -> LoadedRun:
+def load_run(
+    run_dir: str | Path,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    merge: bool = False,
+    quantization: str | None = None,
+) -> LoadedRun:
     """Load a finished run: the base with its trained adapter, or the fully fine-tuned model.
 
-    The tokenizer (and so the chat template and EOS) is the one saved with the run.
+    The tokenizer (and so the chat template and EOS) is the one saved with the run. The base is
+    quantized as it was in training (a QLoRA adapter sees the same NF4 base) unless
+    ``quantization`` says otherwise (e.g. ``"none"`` before merging).
     """
     from tunelab.config import load_config
 
@@ -146,8 +174,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", dtype: str = "auto", 
     elif adapter_folder.is_dir():
         from peft import PeftModel
 
-        args = config.model.model_copy(update={"quantization": "none", "dtype": dtype})
-        base, _ = load_model(args, device=device)
+        update = {"dtype": dtype} if quantization is None else {"dtype": dtype, "quantization": quantization}
+        base, _ = load_model(config.model.model_copy(update=update), device=device)
         model = PeftModel.from_pretrained(base, str(adapter_folder))
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()

@@ -17,7 +17,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,11 @@ class RunResult:
     skipped_steps: int
     output: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The trained model in memory (not saved in result.json); lets callers evaluate without reloading.
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def _run_dir(config: RunConfig, resume: bool) -> Path:
@@ -240,6 +245,8 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0[/yellow]")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume else None)
     method.before_training(model, datasets)
+    if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
+        metrics.write({"step": 0, **_evaluate(method, model, datasets.validation, config, accelerator)})
     if args.trackers:
         accelerator.init_trackers("tunelab", config=json.loads(json.dumps(config.model_dump(mode="json"))))
     last = _run_steps(
@@ -346,5 +353,6 @@ def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accele
         output=str(out),
         extra=extra,
     )
-    (run_dir / "result.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    result.model = unwrapped
     return result

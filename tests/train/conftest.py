@@ -1,0 +1,50 @@
+"""Fixtures for loop tests: a small learnable SFT dataset and a config factory on ``tiny``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunelab.config import RunConfig, load_config
+
+COLORS = ["red", "green", "blue", "yellow", "black", "white", "orange", "purple"]
+ANIMALS = ["cat", "dog", "bird", "fish", "lion", "cow", "horse", "bee"]
+
+
+@pytest.fixture(scope="session")
+def sft_file(tmp_path_factory):
+    """48 alpaca rows with a learnable mapping (animal -> color) and a fixed answer shape."""
+    path = tmp_path_factory.mktemp("data") / "sft.jsonl"
+    with open(path, "w") as fh:
+        for i in range(48):
+            animal, color = ANIMALS[i % 8], COLORS[(i * 3) % 8]
+            row = {
+                "instruction": f"What color is the {animal} number {i}?",
+                "input": "",
+                "output": f"The {animal} is {color}.",
+            }
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture()
+def make_config(sft_file, tmp_path):
+    """Build a RunConfig on tiny with fp32, no dropout and small steps; overrides as key=value."""
+
+    def build(*overrides: str) -> RunConfig:
+        base = [
+            "model.name=tiny",
+            f"data.path={sft_file}",
+            "data.max_length=64",
+            "adapter.dropout=0.0",
+            "training.precision=fp32",
+            "training.max_steps=6",
+            "training.micro_batch_size=4",
+            "training.learning_rate=0.01",
+            "training.lr_scheduler=constant",
+            f"output_dir={tmp_path / 'runs'}",
+        ]
+        return load_config(None, base + list(overrides))
+
+    return build
