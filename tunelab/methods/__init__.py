@@ -7,6 +7,9 @@ from tunelab.errors import ConfigError
 # name -> "module:Class"; imported lazily so that `tunelab plan` never imports torch.
 METHODS: dict[str, str] = {
     "sft": "tunelab.methods.sft:SFT",
+    "dpo": "tunelab.methods.preference:DPO",
+    "simpo": "tunelab.methods.preference:SimPO",
+    "orpo": "tunelab.methods.preference:ORPO",
 }
 
 

@@ -1,0 +1,121 @@
+"""Shared tensor plumbing of the alignment methods: padding, completion log-probs, the reference.
+
+The reference policy of DPO, KTO and PPO is, with a peft adapter, the *same* model with the
+adapter disabled (``with model.disable_adapter():``): no second copy of the base weights is
+ever held. With full fine-tuning a frozen copy is loaded once. Either way the reference runs
+under ``torch.no_grad()`` in eval mode (no dropout), so its log-probs are those of the base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tunelab.errors import ConfigError
+
+#: Adapter types whose trained weights live inside the base modules (LoRA-style), so the
+#: decoder body can be called directly and ``disable_adapter`` yields the base model.
+BODY_ADAPTERS = {"lora", "qlora", "dora", "full", "freeze"}
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad token lists into ``(ids (B, T), attention_mask (B, T))``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def prompt_completion_batch(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+) -> dict[str, Tensor]:
+    """Concatenate prompt + completion rows, right-padded, with a mask of completion tokens.
+
+    Returns:
+        ``input_ids`` (B, T), ``attention_mask`` (B, T), ``completion_mask`` (B, T) = 1 on
+        completion tokens only.
+    """
+    rows = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
+    ids, mask = pad_right(rows, pad_id)
+    comp = torch.zeros_like(mask)
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        comp[i, len(p) : len(p) + len(c)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "completion_mask": comp}
+
+
+def token_logps(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """Log-prob of each next token: (B, T, V) logits, (B, T) ids -> (B, T-1) for tokens 1..T-1."""
+    shift = logits[:, :-1, :].float()
+    target = input_ids[:, 1:]
+    nll = F.cross_entropy(shift.reshape(-1, shift.size(-1)), target.reshape(-1), reduction="none")
+    return -nll.view(target.shape)
+
+
+def completion_logps(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Summed log-probs of the completion tokens and their count, both (B,).
+
+    Prompt-learning adapters prepend virtual tokens to the logits; the last T positions are kept.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -ids.shape[1] :, :]
+    per_token = token_logps(logits, ids)  # (B, T-1)
+    target_mask = batch["completion_mask"][:, 1:].to(per_token.dtype)
+    return (per_token * target_mask).sum(-1), target_mask.sum(-1)
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+@contextlib.contextmanager
+def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The adapter-off base of a peft ``model``, without gradients and in eval mode (no dropout)."""
+    if not is_peft(model):
+        raise ConfigError("the shared-weights reference needs a peft adapter (adapter.type lora/qlora/dora)")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), model.disable_adapter():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def base_causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers causal LM under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if is_peft(model) else model
+
+
+def hidden_and_logits(
+    model: nn.Module, ids: Tensor, mask: Tensor, want_logits: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Last hidden states (B, T, H) of the decoder body and, if asked, the LM logits (B, T, V).
+
+    Calls the decoder body directly so a scalar head (reward, value) and the LM head share one
+    forward pass; LoRA weights live inside the body's linear layers, so they apply.
+    """
+    lm = base_causal_lm(model)
+    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    logits = lm.get_output_embeddings()(hidden) if want_logits else None
+    return hidden, logits
+
+
+def last_token_index(mask: Tensor) -> Tensor:
+    """Index of the last non-pad token of each right-padded row: (B, T) mask -> (B,)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (positions * mask).argmax(dim=1)
+
+
+def check_body_adapter(adapter_type: str, method: str) -> None:
+    if adapter_type not in BODY_ADAPTERS:
+        raise ConfigError(
+            f"adapter.type={adapter_type} is not supported by method={method} (it needs a scalar head on the "
+            f"decoder body).\n  fix: use one of {', '.join(sorted(BODY_ADAPTERS))}"
+        )
