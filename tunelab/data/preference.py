@@ -135,7 +135,7 @@ class RowError(ValueError):
     """A problem with one row; becomes a DataError (with file:line) or a counted reject."""
 
 
-def _as_messages(value: Any, role: str, what: str) -> Messages:
+def as_messages(value: Any, role: str, what: str) -> Messages:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
@@ -144,7 +144,7 @@ def _as_messages(value: Any, role: str, what: str) -> Messages:
 
 
 def _assistant_text(value: Any, what: str) -> str:
-    msgs = _as_messages(value, "assistant", what)
+    msgs = as_messages(value, "assistant", what)
     if msgs[-1]["role"] != "assistant":
         raise RowError(f"'{what}' must end with an assistant message")
     text = msgs[-1]["content"]
@@ -224,9 +224,9 @@ class Renderer:
 
 def _prompt_messages(row: dict) -> Messages:
     if "prompt" in row:
-        msgs = _as_messages(row["prompt"], "user", "prompt")
+        msgs = as_messages(row["prompt"], "user", "prompt")
     elif "messages" in row:
-        msgs = _as_messages(row["messages"], "user", "messages")
+        msgs = as_messages(row["messages"], "user", "messages")
         if msgs and msgs[-1]["role"] == "assistant":
             msgs = msgs[:-1]
     else:
@@ -242,7 +242,7 @@ def parse_preference(row: dict, r: Renderer) -> tuple[PreferenceItem, bool]:
             raise RowError(f"missing '{key}' (preference rows need prompt, chosen, rejected)")
     if "prompt" not in row and isinstance(row["chosen"], list) and isinstance(row["rejected"], list):
         prompt, chosen, rejected = _split_conversations(
-            _as_messages(row["chosen"], "assistant", "chosen"), _as_messages(row["rejected"], "assistant", "rejected")
+            as_messages(row["chosen"], "assistant", "chosen"), as_messages(row["rejected"], "assistant", "rejected")
         )
         if not prompt:
             raise RowError("conversations have no prompt turns before the final assistant message")

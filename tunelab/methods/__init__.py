@@ -10,6 +10,9 @@ METHODS: dict[str, str] = {
     "dpo": "tunelab.methods.preference:DPO",
     "simpo": "tunelab.methods.preference:SimPO",
     "orpo": "tunelab.methods.preference:ORPO",
+    "kto": "tunelab.methods.kto:KTO",
+    "reward": "tunelab.methods.reward:RewardModel",
+    "ppo": "tunelab.methods.ppo:PPO",
 }
 
 
