@@ -20,7 +20,6 @@ from typing import Any
 
 from tunelab.export.chat_layout import TemplateError
 
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
 _TOKEN = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\(|\)|[^\s()]+)')
 
 
@@ -75,20 +74,37 @@ class _Node:
     body: list[_Node] = field(default_factory=list)
 
 
+def _action_end(source: str, start: int) -> int:
+    """Index of the ``}}`` closing the action opened before ``start``; string literals may hold ``}}``."""
+    i = start
+    while i < len(source):
+        if source[i] == '"':
+            i += 1
+            while i < len(source) and source[i] != '"':
+                i += 2 if source[i] == "\\" else 1
+        elif source.startswith("}}", i):
+            return i
+        i += 1
+    raise TemplateError("Go template: unclosed {{")
+
+
 def _lex(source: str) -> list[tuple[str, str]]:
     """Split into ``("text", s)`` and ``("action", s)``, applying ``{{-`` / ``-}}`` whitespace trimming."""
     items: list[tuple[str, str]] = []
     pos, trim_next = 0, False
-    for m in _ACTION.finditer(source):
-        text = source[pos : m.start()]
-        if trim_next:
-            text = text.lstrip()
-        if m.group(1):
-            text = text.rstrip()
+    while (open_at := source.find("{{", pos)) != -1:
+        text = source[pos:open_at]
+        body_start = open_at + 2
+        trim_before = source[body_start : body_start + 1] == "-" and source[body_start + 1 : body_start + 2].isspace()
+        end = _action_end(source, body_start)
+        body = source[body_start + (2 if trim_before else 0) : end]
+        trim_after = len(body) >= 2 and body[-1] == "-" and body[-2].isspace()
+        text = text.lstrip() if trim_next else text
+        text = text.rstrip() if trim_before else text
         if text:
             items.append(("text", text))
-        items.append(("action", m.group(2).strip()))
-        trim_next, pos = bool(m.group(3)), m.end()
+        items.append(("action", (body[:-2] if trim_after else body).strip()))
+        trim_next, pos = trim_after, end + 2
     tail = source[pos:].lstrip() if trim_next else source[pos:]
     if tail:
         items.append(("text", tail))
