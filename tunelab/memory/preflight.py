@@ -1,0 +1,93 @@
+"""Pre-flight check of ``tunelab train``: plan the run from its config before loading anything heavy.
+
+The training loop calls :func:`check_fits` first; a run whose plan exceeds the free memory is
+refused with the plan and the cheapest change that would make it fit (``--force`` overrides).
+"""
+
+from __future__ import annotations
+
+from tunelab.config import RunConfig
+from tunelab.errors import ConfigError
+from tunelab.memory.devices import meminfo
+from tunelab.memory.estimate import GIB, MemoryEstimate
+from tunelab.memory.fit import find_fit
+from tunelab.memory.sources import load_model_source
+from tunelab.memory.trainable import AdapterShape
+from tunelab.memory.training import METHODS, TrainSpec, plan_training
+
+
+def _precision(config: RunConfig, device: str) -> str:
+    """How the loop will hold weights: fp32 master + autocast on CPU, bf16 weights on a bf16 GPU."""
+    weights = config.model.dtype
+    if weights == "auto":
+        weights = "bf16" if device == "cuda" else "fp32"
+    compute = config.training.precision
+    if compute == "auto":
+        compute = "bf16"
+    if weights in ("bf16", "fp16"):
+        return "bf16"
+    return "fp32" if compute == "fp32" else "mixed"
+
+
+def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
+    """The :class:`TrainSpec` of a run config on ``device`` (``cpu`` or ``cuda``)."""
+    a, t = config.adapter, config.training
+    targets = None if a.target_modules == "all-linear" else tuple(a.target_modules)
+    return TrainSpec(
+        arch=load_model_source(config.model.name).arch,
+        adapter=a.type,
+        method=config.method if config.method in METHODS else "sft",
+        batch_size=t.micro_batch_size,
+        seq_len=config.data.max_length,
+        gradient_accumulation=t.gradient_accumulation,
+        gradient_checkpointing=t.gradient_checkpointing,
+        optimizer=t.optimizer,
+        precision=_precision(config, device),
+        quantization=config.model.quantization,
+        double_quant=config.model.double_quant,
+        shape=AdapterShape(
+            r=a.r,
+            target_modules=targets,
+            dropout=a.dropout,
+            num_virtual_tokens=a.num_virtual_tokens,
+            adapter_len=a.adapter_len,
+            adapter_layers=a.adapter_layers,
+            freeze_train_layers=a.freeze_train_layers,
+        ),
+        attention=config.model.attn_implementation,
+        device="cuda" if device == "cuda" else "cpu",
+        reference=str(config.method_args.get("reference", "adapter")),
+    )
+
+
+def check_fits(
+    config: RunConfig, *, free_bytes: int | None = None, device_name: str | None = None, force: bool = False
+) -> MemoryEstimate:
+    """Plan ``config`` and refuse it if it cannot fit ``free_bytes`` (CPU: MemAvailable).
+
+    Returns:
+        The plan (also when it fits or ``force`` is set).
+
+    Raises:
+        ConfigError: the plan exceeds the free memory and ``force`` is False; the message holds
+            the plan and the suggested change.
+    """
+    device = "cuda" if device_name and device_name.startswith("cuda") else "cpu"
+    spec = spec_from_config(config, device)
+    plan = plan_training(spec)
+    if free_bytes is None and device == "cpu":
+        available = meminfo("MemAvailable")
+        free_bytes = int(available) if available is not None else None
+    if free_bytes is None or force or plan.total <= free_bytes:
+        return plan
+    fit = find_fit(spec, free_bytes)
+    advice = (
+        "  suggested change: " + "; ".join(fit.changes) + f" (plan after it: {fit.estimate.total / GIB:.2f} GiB)"
+        if fit.fits
+        else "  no single setting change makes it fit; use a smaller model or more memory"
+    )
+    raise ConfigError(
+        f"the memory planner estimates {plan.total / GIB:.2f} GiB for this run, but only "
+        f"{free_bytes / GIB:.2f} GiB is free on {device_name or device}:\n{plan.summary()}\n{advice}\n"
+        "  run `tunelab plan` with the same settings for details, or pass --force to train anyway"
+    )
