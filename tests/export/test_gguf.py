@@ -67,7 +67,8 @@ def test_metadata_and_tokenizer(gguf_exports, hf_export, tiny_tokenizer):
     field = lambda key: reader.fields[key].contents()  # noqa: E731 - local shorthand
     assert field("general.architecture") == "llama"
     assert (field("llama.attention.head_count"), field("llama.attention.head_count_kv")) == (4, 2)
-    assert (field("llama.block_count"), field("llama.embedding_length"), field("llama.rope.dimension_count")) == (4, 64, 16)
+    shape = ("llama.block_count", "llama.embedding_length", "llama.rope.dimension_count")
+    assert tuple(field(k) for k in shape) == (4, 64, 16)
     assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt2"
     assert field("tokenizer.ggml.eos_token_id") == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert field("tokenizer.chat_template") == tiny_tokenizer.chat_template

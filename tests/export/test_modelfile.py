@@ -21,7 +21,8 @@ ALPACA = (
 # Gemma-style: the system prompt is folded into the first user turn; not a per-role concatenation.
 FOLDED = (
     "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}"
-    "{% if loop.index0 == 1 and messages[0].role == 'system' %}{{ '<u>' + messages[0].content + ' ' + m.content + '</u>' }}"
+    "{% if loop.index0 == 1 and messages[0].role == 'system' %}"
+    "{{ '<u>' + messages[0].content + ' ' + m.content + '</u>' }}"
     "{% else %}{{ '<' + m.role[0] + '>' + m.content + '</' + m.role[0] + '>' }}{% endif %}{% endfor %}"
 )
 
@@ -34,7 +35,8 @@ def test_go_renderer_hand_computed():
         '{{ "{{literal}}" }} {{ len .Messages }} {{ (index .Messages 0).Content }}'
     )
     msgs = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]
-    assert render_go_template(template, ollama_messages(msgs)) == "[0:system]U[1:assistant]A[2:user]U LAST{{literal}} 3 s"
+    expected = "[0:system]U[1:assistant]A[2:user]U LAST{{literal}} 3 s"
+    assert render_go_template(template, ollama_messages(msgs)) == expected
 
 
 def test_go_renderer_trims_and_scopes():
