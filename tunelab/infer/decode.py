@@ -1,0 +1,199 @@
+"""tunelab's decode loop: KV cache, sampling, stop strings, streaming, speculation, context cache.
+
+One loop serves every strategy. A :class:`~tunelab.infer.cache.KVState` hands out the logits
+of any extension of the sequence it holds; plain decoding asks for one position per step,
+speculative decoding for the pending token plus ``k`` drafts (verified by
+:func:`~tunelab.infer.speculative.verify`). Because the greedy acceptance rule keeps exactly
+the target's argmax tokens, greedy output is token-identical with and without speculation,
+and with and without a context-cache hit (both tested, also against transformers'
+``generate(do_sample=False)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+
+import torch
+
+from tunelab.errors import ServeError
+from tunelab.infer.cache import KVState, PrefixCache
+from tunelab.infer.sampling import make_generator, next_token_probs, pick_token
+from tunelab.infer.speculative import Draft, Drafter, make_drafter, verify
+from tunelab.infer.stream import TextAssembler
+from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, Speculation, Timings
+
+
+def eos_token_ids(model, tokenizer) -> frozenset[int]:
+    """Every id that ends a turn: the generation config's EOS list plus the tokenizer's EOS."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    ids.update([eos] if isinstance(eos, int) else list(eos or []))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def max_context(model) -> int:
+    """Longest sequence the model was built for (``max_position_embeddings``)."""
+    config = getattr(model, "config", None)
+    return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+
+def token_steps(
+    state: KVState,
+    prompt: Sequence[int],
+    params: SamplingParams,
+    eos: frozenset[int],
+    drafter: Drafter | None,
+    num_draft: int,
+    generator: torch.Generator,
+    timings: Timings,
+) -> Iterator[list[int]]:
+    """Yield the newly decided tokens after each target forward pass (EOS included, then stop)."""
+    tokens = list(prompt)
+    produced = 0
+    while produced < params.max_new_tokens:
+        room = params.max_new_tokens - produced
+        k = min(num_draft, room - 1)
+        draft = drafter.propose(tokens, k, params, generator) if drafter is not None and k > 0 else Draft([])
+        if not draft.tokens:
+            new = [pick_token(state.logits(tokens)[-1], params, tokens, generator)]
+        else:
+            logits = state.logits(tokens + draft.tokens, last=len(draft.tokens) + 1)
+            probs = [next_token_probs(logits[i], params, tokens + draft.tokens[:i]) for i in range(len(logits))]
+            new, accepted = verify(draft, probs, params, generator)
+            timings.drafted += len(draft.tokens)
+            timings.accepted += accepted
+        for j, token in enumerate(new):
+            if token in eos:
+                yield new[: j + 1]
+                return
+        tokens.extend(new)
+        produced += len(new)
+        yield new
+
+
+class GenerationStream:
+    """Iterate to get text deltas as they become final; ``result`` is set once iteration ends."""
+
+    def __init__(self, deltas: Iterator[str]):
+        self._deltas = deltas
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._deltas
+
+    def close(self) -> None:
+        self._deltas.close()  # type: ignore[attr-defined]
+
+    def collect(self) -> GenerationResult:
+        for _ in self._deltas:
+            pass
+        assert self.result is not None  # set by the generator's last step
+        return self.result
+
+
+class Generator:
+    """Generate from one causal LM (plain or peft) and its tokenizer.
+
+    Args:
+        model: the target model, in eval mode.
+        tokenizer: its tokenizer (decoding, EOS).
+        prefix_cache: context cache shared across requests (None disables it).
+        draft_model: a smaller model with the same tokenizer for ``Speculation(kind="draft")``.
+        use_cache: False recomputes the full sequence each step (benchmark baseline only).
+    """
+
+    def __init__(self, model, tokenizer, *, prefix_cache: PrefixCache | None = None, draft_model=None,
+                 use_cache: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prefix_cache = prefix_cache if use_cache else None
+        self.draft_model = draft_model
+        self.use_cache = use_cache
+        self.eos = eos_token_ids(model, tokenizer)
+        self.max_context = max_context(model)
+
+    def check_prompt(self, prompt: Sequence[int], params: SamplingParams) -> SamplingParams:
+        """Refuse empty or over-long prompts; cap ``max_new_tokens`` at the context size."""
+        if not prompt:
+            raise ServeError("the prompt is empty: give at least one token")
+        room = self.max_context - len(prompt)
+        if room <= 0:
+            raise ServeError(f"the prompt has {len(prompt)} tokens; this model's context is {self.max_context}")
+        if params.max_new_tokens > room:
+            from dataclasses import replace
+
+            params = replace(params, max_new_tokens=room)
+        return params
+
+    def stream(
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        speculation: Speculation | None = None,
+        namespace: Hashable = "default",
+        cancel: Callable[[], bool] | None = None,
+    ) -> GenerationStream:
+        """Start generating after ``prompt`` (token ids); iterate the result for text deltas."""
+        params = self.check_prompt(prompt, params or SamplingParams())
+        spec = speculation or Speculation()
+        if spec.kind != "none" and not self.use_cache:
+            raise ServeError("speculative decoding needs the KV cache (use_cache=True)")
+        stream = GenerationStream(iter(()))
+        stream._deltas = self._run(stream, list(prompt), params, spec, namespace, cancel)
+        return stream
+
+    def generate(self, prompt: Sequence[int], params: SamplingParams | None = None, **kwargs) -> GenerationResult:
+        """Generate to the end and return the typed result."""
+        return self.stream(prompt, params, **kwargs).collect()
+
+    def _start_state(self, prompt: list[int], namespace: Hashable, timings: Timings) -> KVState:
+        if self.prefix_cache is not None:
+            hit = self.prefix_cache.lookup(namespace, prompt)
+            if hit is not None:
+                timings.cached_prompt_tokens = hit.length
+                return KVState(self.model, cache=hit.cache, tokens=hit.tokens)
+        return KVState(self.model, use_cache=self.use_cache)
+
+    def _run(self, stream, prompt, params, spec, namespace, cancel) -> Iterator[str]:
+        start = time.perf_counter()
+        timings = Timings(prompt_tokens=len(prompt))
+        state = self._start_state(prompt, namespace, timings)
+        drafter = make_drafter(spec, self.draft_model)
+        assembler = TextAssembler(self.tokenizer, params.stop)
+        generated: list[int] = []
+        finish: FinishReason = "length"
+        steps = token_steps(state, prompt, params, self.eos, drafter, spec.num_tokens, make_generator(
+            params.seed, state.device), timings)
+        try:
+            for new in steps:
+                if not generated:
+                    timings.time_to_first_token = time.perf_counter() - start
+                generated.extend(new)
+                delta = assembler.push([t for t in new if t not in self.eos])
+                if delta.text:
+                    yield delta.text
+                if delta.stopped or new[-1] in self.eos:
+                    finish = "stop"
+                    break
+                if cancel is not None and cancel():
+                    finish = "cancelled"
+                    break
+            tail = assembler.finish()
+            if tail.text:
+                yield tail.text
+        except GeneratorExit:  # the consumer stopped reading (client gone, stop button)
+            finish = "cancelled"
+            raise
+        finally:
+            steps.close()
+            timings.new_tokens = len(generated)
+            timings.forward_passes = state.forward_passes
+            timings.total = time.perf_counter() - start
+            if self.prefix_cache is not None and state.cache is not None:
+                self.prefix_cache.store(namespace, state.tokens, state.cache)
+            stream.result = GenerationResult(generated, assembler.text, finish, timings)

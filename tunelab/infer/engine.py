@@ -1,0 +1,143 @@
+"""The inference engine: one loaded model, its adapters by name, a chat template, a context cache.
+
+The server and the chat CLI talk to an :class:`Engine`; the server only sees the small
+:class:`tunelab.serve.backend.Backend` protocol it implements. Adapters are served without
+merging: the peft model holds every adapter, and each request activates the one its
+``model`` names (``set_adapter``) or none (``disable_adapter`` for the base) while holding
+the engine lock, so two requests never run under each other's adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from tunelab.errors import ServeError
+from tunelab.infer.cache import PrefixCache
+from tunelab.infer.decode import GenerationStream, Generator
+from tunelab.infer.logprobs import token_logprobs
+from tunelab.infer.types import SamplingParams, Speculation, TokenLogprob
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class Engine:
+    """A model, its tokenizer and the names it is served under.
+
+    Args:
+        model: a causal LM; a ``PeftModel`` when adapters are served.
+        tokenizer: tokenizer with the chat template saved with the run.
+        served: model id → adapter name (``None`` = the base model, adapters disabled).
+        prefix_cache: context cache (None disables it).
+        draft_model: optional draft model for ``Speculation(kind="draft")``.
+        speculation: default speculation for every request.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        served: Mapping[str, str | None],
+        *,
+        prefix_cache: PrefixCache | None = None,
+        draft_model=None,
+        speculation: Speculation | None = None,
+    ):
+        if not served:
+            raise ServeError("an engine needs at least one served model id")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.served = dict(served)
+        self.speculation = speculation or Speculation()
+        self.generator = Generator(model, tokenizer, prefix_cache=prefix_cache, draft_model=draft_model)
+        self._lock = threading.RLock()
+        self._is_peft = hasattr(model, "set_adapter") and hasattr(model, "disable_adapter")
+
+    # --- what the server needs (tunelab.serve.backend.Backend) ---------------------------
+
+    def model_ids(self) -> list[str]:
+        return list(self.served)
+
+    @property
+    def max_context(self) -> int:
+        return self.generator.max_context
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        return self.generator.prefix_cache
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Render ``messages`` with the tokenizer's chat template, ready for the assistant turn."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ServeError(
+                "this tokenizer has no chat template, so chat requests cannot be rendered.\n"
+                "  fix: use /v1/completions, or serve a run whose tokenizer carries a chat template"
+            )
+        rows = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def stream(
+        self,
+        model_id: str,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        *,
+        cancel: Callable[[], bool] | None = None,
+        speculation: Speculation | None = None,
+    ) -> GenerationStream:
+        """Generate under ``model_id``'s adapter; iterate for text deltas, then read ``.result``."""
+        self._check(model_id)
+        params = self.generator.check_prompt(prompt, params)
+        outer = GenerationStream(iter(()))
+        outer._deltas = self._run(outer, model_id, prompt, params, cancel, speculation or self.speculation)
+        return outer
+
+    def _run(self, outer, model_id, prompt, params, cancel, speculation) -> Iterator[str]:
+        with self.use(model_id):
+            inner = self.generator.stream(prompt, params, speculation=speculation, namespace=model_id,
+                                          cancel=cancel)
+            try:
+                yield from inner
+            finally:
+                inner.close()
+                outer.result = inner.result
+
+    def logprobs(self, model_id: str, ids: Sequence[int], top: int = 0) -> list[TokenLogprob]:
+        """Per-token log-probabilities of ``ids`` under ``model_id``."""
+        self._check(model_id)
+        with self.use(model_id):
+            return token_logprobs(self.model, self.tokenizer, ids, top)
+
+    # --- adapters -------------------------------------------------------------------------
+
+    def _check(self, model_id: str) -> None:
+        if model_id not in self.served:
+            raise ServeError(f"unknown model '{model_id}'; served: {', '.join(self.served)}")
+
+    @contextlib.contextmanager
+    def use(self, model_id: str) -> Iterator[None]:
+        """Hold the engine lock with ``model_id``'s adapter active (or all adapters off)."""
+        self._check(model_id)
+        adapter = self.served[model_id]
+        with self._lock:
+            if not self._is_peft:
+                yield
+            elif adapter is None:
+                with self.model.disable_adapter():
+                    yield
+            else:
+                self.model.set_adapter(adapter)
+                yield

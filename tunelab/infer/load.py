@@ -1,0 +1,109 @@
+"""Load what ``tunelab serve`` / ``tunelab chat`` were pointed at into an :class:`Engine`.
+
+A target is a run folder (``runs/NAME`` with ``config.yaml``: base + ``adapter/``, or a full
+fine-tune in ``model/``), a model name known to :func:`tunelab.models.resolve.resolve_model`,
+or a model folder. Extra adapters (``NAME=PATH``, a peft adapter folder or a run folder) are
+loaded beside the first one, unmerged. The served ids are:
+
+* a run: ``NAME`` (its adapter) and, with an adapter, the base model's name (adapters off);
+* a model: its name as given;
+* each extra adapter: its ``NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from tunelab.errors import ServeError
+from tunelab.infer.cache import PrefixCache
+from tunelab.infer.engine import Engine
+from tunelab.infer.types import Speculation
+
+#: peft types that prepend virtual tokens or a prefix KV; they do not compose with our KV
+#: cache handling, so they are served after merging or not at all.
+UNSERVABLE_PEFT = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "CPT"}
+
+
+def is_run_folder(target: str | Path) -> bool:
+    return (Path(target) / "config.yaml").is_file()
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """An adapter folder from a peft folder or a run folder (``runs/NAME/adapter``)."""
+    folder = Path(path)
+    if is_run_folder(folder) and (folder / "adapter").is_dir():
+        folder = folder / "adapter"
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise ServeError(
+            f"--adapter {path}: no adapter_config.json there.\n"
+            "  fix: point at a peft adapter folder or a run folder with an adapter/ (runs/NAME)"
+        )
+    peft_type = json.loads(config.read_text()).get("peft_type", "")
+    if peft_type in UNSERVABLE_PEFT:
+        raise ServeError(
+            f"--adapter {path}: a {peft_type.lower()} adapter prepends virtual tokens and cannot be served "
+            "unmerged with a KV cache.\n  fix: serve a LoRA/DoRA/LLaMA-Adapter run, or `tunelab export` it first"
+        )
+    return folder
+
+
+def _load_base(target: str, device: str):
+    """``(model, tokenizer, served)`` for a run folder or a model name/folder."""
+    from tunelab.config import ModelArgs
+    from tunelab.models.load import load_model, load_run
+
+    if is_run_folder(target):
+        run_dir = Path(target)
+        if (run_dir / "adapter").is_dir():
+            adapter_folder(run_dir)  # refuses unservable adapter types with a clear message
+        loaded = load_run(run_dir, device=device)
+        name = run_dir.resolve().name
+        if hasattr(loaded.model, "set_adapter"):
+            return loaded.model, loaded.tokenizer, {name: "default", loaded.config.model.name: None}
+        return loaded.model, loaded.tokenizer, {name: None}
+    model, tokenizer = load_model(ModelArgs(name=str(target)), device=device)
+    model.eval()
+    return model, tokenizer, {str(target): None}
+
+
+def attach_adapters(model, adapters: Mapping[str, str | Path], served: dict[str, str | None]):
+    """Load each ``NAME=PATH`` adapter into ``model`` (made a PeftModel if needed), unmerged."""
+    for name, path in adapters.items():
+        if name in served:
+            raise ServeError(f"--adapter {name}={path}: the name '{name}' is already served; pick another")
+        folder = adapter_folder(path)
+        if hasattr(model, "load_adapter") and hasattr(model, "peft_config"):
+            model.load_adapter(str(folder), adapter_name=name)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        served[name] = name
+    model.eval()
+    return model
+
+
+def load_engine(
+    target: str,
+    adapters: Mapping[str, str | Path] | None = None,
+    *,
+    device: str = "auto",
+    draft: str | None = None,
+    speculation: Speculation | None = None,
+    cache_entries: int = 16,
+) -> Engine:
+    """Load ``target`` (+ adapters, + an optional draft model) into a ready :class:`Engine`."""
+    from tunelab.config import ModelArgs
+    from tunelab.models.load import load_model
+
+    model, tokenizer, served = _load_base(target, device)
+    model = attach_adapters(model, adapters or {}, served)
+    draft_model = None
+    if draft is not None:
+        draft_model, _ = load_model(ModelArgs(name=draft), device=device)
+        draft_model.eval()
+    cache = PrefixCache(max_entries=cache_entries) if cache_entries > 0 else None
+    return Engine(model, tokenizer, served, prefix_cache=cache, draft_model=draft_model, speculation=speculation)
