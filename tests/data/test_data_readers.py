@@ -49,7 +49,8 @@ def test_column_mapping_detects_and_renames(jsonl):
         read_examples(path)
     result = read_examples(path, columns={"question": "prompt", "answer": "completion"})
     assert result.format == "qa"
-    assert result.examples[0].messages == [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "That."}]
+    expected = [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "That."}]
+    assert result.examples[0].messages == expected
 
 
 def test_explicit_format_with_mapping_names_your_column(jsonl):

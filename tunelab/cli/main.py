@@ -27,6 +27,8 @@ SUBCOMMANDS = [
     "tunelab.cli.config_cmd",
     "tunelab.cli.train_cmd",
     "tunelab.cli.quickstart_cmd",
+    "tunelab.cli.plan_cmd",
+    "tunelab.cli.data_cmd",
     "tunelab.cli.export_cmd",
     "tunelab.cli.reward_cmd",
 ]
