@@ -13,10 +13,12 @@ attention, SwiGLU MLP) under PyTorch autograd — with the facts that change it:
   saved by the RMSNorm (``x.pow(2)``), which computes in fp32 whatever the dtype;
 * LoRA's dropout keeps a 1-byte mask plus its output (cast to 16 bits under autocast);
   DoRA also keeps the base and LoRA outputs, which its magnitude multiplies;
-* attention: SDPA / flash keep q, k, v, the output and a fp32 log-sum-exp per head; when an
-  attention mask is passed (packed or padded rows) transformers repeats K/V heads to the
-  query heads first (no native GQA), and eager attention also keeps the ``B·H·T²`` fp32
-  probabilities and their 16-bit copy;
+* attention: SDPA / flash keep q, k, v (K/V at their GQA size), the output and a fp32
+  log-sum-exp per head; eager attention repeats K/V to every query head and also keeps the
+  ``B·H·T²`` fp32 probabilities and their 16-bit copy;
+* the lowest block that needs gradients gets an input that does not (unless the embeddings
+  or a soft prompt are trained): its input norm keeps nothing, LoRA dropout keeps no mask,
+  and with frozen q/k/v the attention core keeps nothing either;
 * the MLP keeps gate, SiLU(gate) and up (each ``B·T·i``);
 * gradient checkpointing (per block, non-reentrant) keeps each block's input and recomputes
   one block at a time in backward.
@@ -133,7 +135,7 @@ def attention_bytes(setup: ActivationSetup) -> float:
     """Attention core per token: q (``c·q``), k and v (``c·kv`` each, ``c·q`` if heads are repeated),
     output ``c·q`` and log-sum-exp ``4·H`` (SDPA/flash); eager keeps its ``T²`` terms instead (per row)."""
     a, c = setup.arch, setup.compute_bytes
-    repeat = setup.attention == "eager" or (setup.attention == "sdpa" and setup.masked)
+    repeat = setup.attention == "eager"  # SDPA keeps native GQA (transformers 5 on torch >= 2.5)
     kv = a.q_dim if repeat and a.kv_dim != a.q_dim else a.kv_dim
     total = c * a.q_dim + 2 * c * kv
     if setup.attention != "eager":
@@ -144,10 +146,13 @@ def attention_bytes(setup: ActivationSetup) -> float:
 
 
 def attention_quadratic_bytes(setup: ActivationSetup, seq: int) -> float:
-    """Per row and layer: eager attention keeps fp32 probabilities and their copy, ``H·T²·(4 + c)``."""
+    """Per row and layer: eager attention keeps fp32 probabilities and their copy, ``H·T²·(4 + c)``;
+    prefix tuning keeps its ``P`` prefix keys and values concatenated in front (``2·c·kv·P``)."""
+    a, c = setup.arch, setup.compute_bytes
+    prefix = 2 * c * a.kv_dim * setup.trainable.prefix_tokens
     if setup.attention != "eager":
-        return 0.0
-    return setup.arch.num_attention_heads * seq * seq * (4 + setup.compute_bytes)
+        return prefix
+    return a.num_attention_heads * seq * seq * (4 + c) + prefix
 
 
 def mlp_bytes(setup: ActivationSetup) -> float:
@@ -174,6 +179,23 @@ def layer_bytes(setup: ActivationSetup) -> float:
         + linear_group_bytes(setup, a.q_dim, ("o_proj",), c, already_saved=o_saved)
         + mlp_bytes(setup)
     )
+
+
+def first_layer_savings(setup: ActivationSetup) -> float:
+    """Bytes/token the lowest grad-needing block does *not* keep because its input needs no gradient."""
+    t = setup.trainable
+    if t.first_input_grad:
+        return 0.0
+    h = setup.arch.hidden_size
+    qkv = ("q_proj", "k_proj", "v_proj")
+    lora_qkv = sum(name in t.lora_targets for name in qkv)
+    saved = 4 * h + 4
+    if setup.lora_dropout:
+        saved += lora_qkv * (1 if setup.device == "cuda" else setup.adapter_bytes) * h
+    if not t.base_trained and not lora_qkv and not t.prefix_tokens:  # trained prefix K/V need the core
+        adapter_part = (4 + setup.compute_bytes) * setup.arch.num_attention_heads * t.adapter_attention_len
+        saved += attention_bytes(setup) - (adapter_part + setup.compute_bytes * setup.arch.q_dim if adapter_part else 0)
+    return saved
 
 
 def head_bytes(setup: ActivationSetup) -> float:
@@ -211,7 +233,8 @@ def activation_bytes(setup: ActivationSetup, batch: int, seq: int, checkpointing
     if checkpointing:
         kept = grad_layers * setup.residual_bytes * setup.arch.hidden_size + layer_bytes(setup)
         return tokens * (kept + head_bytes(setup)) + batch * (quad + per_row)
-    return tokens * (grad_layers * layer_bytes(setup) + head_bytes(setup)) + batch * (grad_layers * quad + per_row)
+    blocks = grad_layers * layer_bytes(setup) - first_layer_savings(setup)
+    return tokens * (blocks + head_bytes(setup)) + batch * (grad_layers * quad + per_row)
 
 
 def logits_bytes(vocab: int, tokens: int, compute_bytes: float) -> float:

@@ -54,7 +54,7 @@ def plan_inference(spec: InferSpec) -> MemoryEstimate:
         kv_cache=kv,
         overhead=spec.overhead,
         params=count_parameters(spec.arch).total,
-        seed_bits=fmt.bits,
+        seed_bits=round(fmt.bits) if fmt.bits < 8 else fmt.bits // 1,
         details={
             "weights": f"{fmt.description}: {weights * 8 / count_parameters(spec.arch).total:.2f} bits/param overall",
             "kv_cache": f"2 × {spec.arch.num_hidden_layers} layers × {spec.arch.kv_dim} kv dims × "

@@ -48,6 +48,8 @@ class Trainable:
         extra_tokens: positions added in front of every row (prompt tuning).
         adapter_attention_len: LLaMA-Adapter prompt length attended to in adapted layers.
         adapter: the trainable tensors are an adapter beside a frozen base (fp32 in peft).
+        first_input_grad: the lowest block's input needs a gradient (trained embeddings, soft prompt).
+        prefix_tokens: trained key/value positions prepended in every layer (prefix tuning).
     """
 
     sizes: tuple[int, ...]
@@ -58,6 +60,8 @@ class Trainable:
     extra_tokens: int = 0
     adapter_attention_len: int = 0
     adapter: bool = True
+    first_input_grad: bool = False
+    prefix_tokens: int = 0
 
     @property
     def numel(self) -> int:
@@ -102,6 +106,7 @@ def _prompt_tuning(arch: Architecture, shape: AdapterShape) -> Trainable:
         (shape.num_virtual_tokens * arch.hidden_size,),
         grad_layers=arch.num_hidden_layers,
         extra_tokens=shape.num_virtual_tokens,
+        first_input_grad=True,
     )
 
 
@@ -110,6 +115,7 @@ def _prefix_tuning(arch: Architecture, shape: AdapterShape) -> Trainable:
     return Trainable(
         (shape.num_virtual_tokens * arch.num_hidden_layers * 2 * arch.kv_dim,),
         grad_layers=arch.num_hidden_layers,
+        prefix_tokens=shape.num_virtual_tokens,
     )
 
 
@@ -149,7 +155,9 @@ def _full(arch: Architecture, shape: AdapterShape) -> Trainable:
     sizes = [counts.embedding] + _base_tensor_sizes(arch) * arch.num_hidden_layers + [arch.hidden_size]
     if counts.lm_head:
         sizes.append(counts.lm_head)
-    return Trainable(tuple(sizes), base_trained=True, grad_layers=arch.num_hidden_layers, adapter=False)
+    return Trainable(
+        tuple(sizes), base_trained=True, grad_layers=arch.num_hidden_layers, adapter=False, first_input_grad=True
+    )
 
 
 ADAPTERS: dict[str, Callable[[Architecture, AdapterShape], Trainable]] = {
