@@ -1,0 +1,129 @@
+"""Request → generation job plumbing shared by the chat and completions routes.
+
+Validation that needs the tokenizer (context length, max_tokens bound, input guardrails)
+happens here, before any byte of a response is sent, so those failures are proper HTTP
+errors; a failure after streaming started becomes an SSE error event (see ``app.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunelab.errors import ServeError, TunelabError
+from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, TokenLogprob
+from tunelab.serve.backend import Backend
+from tunelab.serve.errors import APIError
+from tunelab.serve.guardrails import Guardrail, first_refusal
+from tunelab.serve.schemas import SamplingFields
+from tunelab.serve.worker import Job
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_tokens_limit: int
+    max_context: int
+
+
+@dataclass
+class Generated:
+    """Final event of one generation (one choice)."""
+
+    index: int
+    result: GenerationResult
+    finish_reason: FinishReason
+    logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int = 0
+
+
+def check_model(backend: Backend, model: str) -> None:
+    if model not in backend.model_ids():
+        raise APIError(404, f"the model '{model}' does not exist; served: {', '.join(backend.model_ids())}",
+                       code="model_not_found", param="model")
+
+
+def check_input(guardrails: Sequence[Guardrail], text: str) -> None:
+    verdict = first_refusal(guardrails, text, output=False)
+    if not verdict.allowed:
+        raise APIError(400, f"the input was refused by a guardrail: {verdict.reason}",
+                       code="content_policy_violation")
+
+
+def max_new_tokens(prompt_len: int, requested: int | None, limits: Limits) -> int:
+    """The number of tokens to allow, or a 400 (bounded max_tokens, context_length_exceeded)."""
+    if requested is not None and requested > limits.max_tokens_limit:
+        raise APIError(400, f"max_tokens={requested} is over this server's limit of {limits.max_tokens_limit}",
+                       code="invalid_value", param="max_tokens")
+    room = limits.max_context - prompt_len
+    need = requested if requested is not None else 1
+    if prompt_len >= limits.max_context or need > room:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {limits.max_context} tokens. However, you requested "
+            f"{prompt_len + (requested or 0)} tokens ({prompt_len} in the messages, {requested or 0} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            code="context_length_exceeded", param="messages",
+        )
+    return requested if requested is not None else min(limits.max_tokens_limit, room)
+
+
+def sampling_params(req: SamplingFields, max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+        repetition_penalty=req.repetition_penalty, stop=req.stop_list(), seed=req.seed,
+    )
+
+
+def as_api_error(err: BaseException) -> APIError:
+    """Map a failure inside a job to the error sent to the client."""
+    if isinstance(err, APIError):
+        return err
+    if isinstance(err, TunelabError):
+        return APIError(400, str(err), code="invalid_request")
+    return APIError(500, f"generation failed: {type(err).__name__}: {err}", code="internal_error")
+
+
+def generation_job(
+    backend: Backend,
+    model: str,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    guardrails: Sequence[Guardrail],
+    *,
+    logprobs: int | None = None,
+    echo: bool = False,
+) -> Job:
+    """A worker job generating for each prompt in turn: emits ``(index, text delta)`` tuples
+    and one :class:`Generated` per prompt (with log-probs when asked)."""
+
+    def job(emit, cancelled) -> None:
+        for index, prompt in enumerate(prompts):
+            result, finish = _generate_one(backend, model, prompt, params, guardrails, emit, index, cancelled)
+            entries = None
+            if logprobs is not None:
+                entries = backend.logprobs(model, list(prompt) + result.tokens, logprobs)
+                entries = entries if echo else entries[len(prompt) :]
+            emit(Generated(index, result, finish, entries, len(prompt)))
+
+    return job
+
+
+def _generate_one(backend, model, prompt, params, guardrails, emit, index, cancelled):
+    if params.max_new_tokens == 0:
+        return GenerationResult([], "", "length"), "length"
+    stream = backend.stream(model, prompt, params, cancel=cancelled)
+    text, blocked = "", False
+    for delta in stream:
+        if guardrails and not first_refusal(guardrails, text + delta, output=True).allowed:
+            blocked = True
+            stream.close()
+            break
+        text += delta
+        emit((index, delta))
+    result = stream.result
+    if result is None:  # pragma: no cover - a backend bug, not a user error
+        raise ServeError("the generator ended without a result")
+    if blocked:
+        result.text = text
+        return result, "content_filter"
+    return result, result.finish_reason
