@@ -89,14 +89,11 @@ def inspect_data(
     Args:
         sample: index of the example to render with its trained tokens marked.
     """
-    from types import SimpleNamespace
-
     tpl = get_template(template, tokenizer)
     read = read_examples(path, format, columns, skip_invalid)
     rejects: list[Reject] = list(read.rejects)
-    args = SimpleNamespace(max_length=None, system_prompt=system_prompt, train_on_prompt=False,
-                           skip_invalid=skip_invalid)
-    toks = tokenize_all(read.examples, tokenizer, tpl, args, rejects)
+    toks = tokenize_all(read.examples, tokenizer, tpl, rejects, max_length=None, system_prompt=system_prompt,
+                        skip_invalid=skip_invalid)
     lengths = [t.full_length for t in toks]
     chosen = toks[min(max(sample, 0), len(toks) - 1)] if toks else None
     shown = None

@@ -26,16 +26,23 @@ REJECT_SAMPLES = 20  # rejects copied into the report itself (all of them go to 
 
 
 def tokenize_all(
-    examples: Sequence[Example], tokenizer: Any, template: Template, data_args: Any, rejects: list[Reject]
+    examples: Sequence[Example],
+    tokenizer: Any,
+    template: Template,
+    rejects: list[Reject],
+    *,
+    max_length: int | None,
+    system_prompt: str | None = None,
+    train_on_prompt: bool = False,
+    skip_invalid: bool = False,
 ) -> list[TokenizedExample]:
-    """Tokenize examples; a row the template refuses is a DataError or (skip_invalid) a reject."""
+    """Tokenize examples; a row the template refuses is a DataError or (skip_invalid) appended to ``rejects``."""
     out = []
     for ex in examples:
         try:
-            out.append(tokenize_example(ex, tokenizer, template, data_args.max_length, data_args.system_prompt,
-                                        data_args.train_on_prompt))
+            out.append(tokenize_example(ex, tokenizer, template, max_length, system_prompt, train_on_prompt))
         except RowError as err:
-            if not data_args.skip_invalid:
+            if not skip_invalid:
                 raise DataError(f"{where(ex.source, ex.line)}: field '{err.field}': {err.problem}\n"
                                 f"  fix: {err.fix}\n  {SKIP_HINT}") from None
             raw = json.dumps({"messages": ex.messages, "text": ex.text}, ensure_ascii=False)
@@ -98,7 +105,9 @@ def prepare(
                         f"  fix: use an alignment method (dpo, orpo, kto, reward, ppo) or one of:\n{formats_help()}")
     template = get_template(data_args.template, tokenizer)
     train_ex, val_ex, fmt, rows_read, rejects, files = _read_splits(data_args)
-    splits = {name: tokenize_all(ex, tokenizer, template, data_args, rejects)
+    options = {"max_length": data_args.max_length, "system_prompt": data_args.system_prompt,
+               "train_on_prompt": data_args.train_on_prompt, "skip_invalid": data_args.skip_invalid}
+    splits = {name: tokenize_all(ex, tokenizer, template, rejects, **options)
               for name, ex in (("train", train_ex), ("validation", val_ex))}
     everything = splits["train"] + splits["validation"]
     kept = {name: [t for t in toks if t.trained_tokens > 0] for name, toks in splits.items()}
