@@ -31,6 +31,8 @@ SUBCOMMANDS = [
     "tunelab.cli.data_cmd",
     "tunelab.cli.export_cmd",
     "tunelab.cli.reward_cmd",
+    "tunelab.cli.serve_cmd",
+    "tunelab.cli.chat_cmd",
 ]
 
 

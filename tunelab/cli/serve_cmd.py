@@ -1,0 +1,54 @@
+"""``tunelab serve MODEL_OR_RUN [--adapter NAME=PATH ...] [--host] [--port] [--api-key] ...``."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from tunelab.errors import ConfigError
+
+
+def parse_adapters(items: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` flags → ``{NAME: PATH}``; a malformed one names the flag and the fix."""
+    adapters: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--adapter {item!r}: expected NAME=PATH, e.g. --adapter support=runs/support")
+        adapters[name] = path
+    return adapters
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_cmd(
+        target: str = typer.Argument(..., help="Run folder (runs/NAME), model name (tiny, smollm2) or model folder."),
+        adapter: list[str] = typer.Option([], "--adapter", help="Serve another adapter as NAME=PATH (repeatable)."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 exposes it)."),
+        port: int = typer.Option(8000, "--port", help="TCP port."),
+        api_key: str | None = typer.Option(None, "--api-key", help="Require this key (or env TUNELAB_API_KEY)."),
+        max_queue: int = typer.Option(64, "--max-queue", min=1, help="Requests allowed to wait; more get 429."),
+        max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", min=1, help="Largest max_tokens accepted."),
+        speculation: str = typer.Option("none", "--speculation", help="none | prompt_lookup | draft."),
+        draft: str | None = typer.Option(None, "--draft", help="Draft model (same tokenizer) for --speculation draft."),
+        guardrail: list[str] = typer.Option([], "--guardrail", help="Registered guardrail to apply (repeatable)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    ):
+        """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
+        from tunelab.infer import Speculation, load_engine
+        from tunelab.serve import ServerSettings, create_app, run_server
+        from tunelab.serve.guardrails import build_guardrails
+        from tunelab.utils.log import console
+
+        key = api_key or os.environ.get("TUNELAB_API_KEY") or None
+        guards = build_guardrails(guardrail)
+        spec = Speculation(kind=speculation)  # type: ignore[arg-type]
+        engine = load_engine(target, parse_adapters(adapter), device=device, draft=draft, speculation=spec)
+        settings = ServerSettings(api_key=key, max_queue=max_queue, max_tokens_limit=max_tokens_limit)
+        if host not in ("127.0.0.1", "localhost", "::1") and key is None:
+            console.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key: anyone who can reach it "
+                          "can use the model")
+        console.print(f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1 "
+                      f"({'API key required' if key else 'no API key'})")
+        run_server(create_app(engine, settings, guards), host, port, log_level="warning")
