@@ -88,3 +88,30 @@ def test_packed_row_logits_equal_each_example_alone(tiny_path, attn):
                 torch.testing.assert_close(packed[b, a:end], alone, atol=1e-5, rtol=0)
                 if a > 0:  # the check is meaningful: without the restart, the second example differs
                     assert (plain[b, a:end] - alone).abs().max() > 1e-3
+
+
+def test_sft_loss_on_packed_rows_equals_loss_of_examples_alone(tiny_model, tiny_tokenizer, tmp_path):
+    """End to end through the SFT method: packing must not change the loss (no cross-example attention).
+
+    transformers only reads packed ``position_ids`` as sequence boundaries when no KV cache is
+    built, so the forward pass must run with ``use_cache=False`` (tiny's config has use_cache=True).
+    """
+    from tunelab.config import load_config
+    from tunelab.methods.sft import SFT
+
+    config = load_config(None, ["model.name=tiny"])
+    sft = SFT(config, tiny_model, tiny_tokenizer, tmp_path)
+    tiny_model.train()
+    gen = torch.Generator().manual_seed(1)
+    toks = []
+    for n in (9, 6, 11):
+        ids = torch.randint(4, 500, (n,), generator=gen).tolist()
+        toks.append(TokenizedExample(ids, [-100, *ids[1:]], n))
+    with torch.no_grad():
+        packed, _ = sft.loss(tiny_model, sft.collate(pack(toks, 32)))
+        total, count = 0.0, 0
+        for t in toks:
+            loss, metrics = sft.loss(tiny_model, sft.collate(to_rows([t], 32, packing=False)))
+            total += float(loss) * metrics["trained_tokens"]
+            count += metrics["trained_tokens"]
+    assert float(packed) == pytest.approx(total / count, abs=1e-5)
