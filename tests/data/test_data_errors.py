@@ -38,6 +38,8 @@ def test_malformed_json_line(tmp_path):
          "messages[1].content", "the answer is empty"),
         ({"messages": [{"role": "user", "content": "x"}]}, "messages", "no assistant message"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "unknown role"),
+        ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "x"}]}, "messages[1]",
+         "starts with an assistant message"),
         ({"messages": "hello"}, "messages", "must be a non-empty list"),
         ({"conversations": [{"from": "human", "value": "x"}, {"from": "alien", "value": "y"}]},
          "conversations[1].from", "unknown speaker"),

@@ -108,6 +108,10 @@ def check_conversation(msgs: list[Message], field: str) -> list[Message]:
             raise RowError(f"{field}[{i}]", "a system message may only come first", "move it to the start")
         if m["role"] == "assistant" and not m["content"].strip():
             raise RowError(f"{field}[{i}].content", "the answer is empty", "write the answer, or remove the row")
+    first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)
+    if first is not None and msgs[first]["role"] != "user":
+        raise RowError(f"{field}[{first}]", "the conversation starts with an assistant message",
+                       "begin with a user turn (after an optional system message)")
     if not any(m["role"] == "assistant" for m in msgs):
         raise RowError(field, "has no assistant message to train on", "add the assistant's answer")
     if msgs[-1]["role"] != "assistant":
