@@ -71,7 +71,8 @@ def refuse_unmergeable(config: RunConfig, run_dir: Path, fmt: str) -> None:
         )
 
 
-def _as_list(value) -> list[int]:
+def id_list(value) -> list[int]:
+    """A token id, a list of ids or None (as configs store EOS) as a list."""
     if value is None:
         return []
     return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
@@ -79,8 +80,8 @@ def _as_list(value) -> list[int]:
 
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     """Every id that ends a turn: generation-config EOS, tokenizer EOS, the template's turn terminator."""
-    ids = _as_list(getattr(generation_config, "eos_token_id", None))
-    ids += _as_list(tokenizer.eos_token_id)
+    ids = id_list(getattr(generation_config, "eos_token_id", None))
+    ids += id_list(tokenizer.eos_token_id)
     try:
         terminator = analyse_template(tokenizer).turn_terminator()
     except TemplateError:

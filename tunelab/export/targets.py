@@ -69,12 +69,6 @@ def _llama_cpp_generate(llm, prompt_ids: list[int], max_new_tokens: int, eos_ids
     return out
 
 
-def _as_list(value) -> list[int]:
-    if value is None:
-        return []
-    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
-
-
 def load_reference(run_dir: Path) -> Target:
     """The trained run as it was trained: base + unmerged adapter (or the full model)."""
     from tunelab.export.merge import eos_token_ids
@@ -89,11 +83,13 @@ def _load_folder(target: Target) -> Target:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from tunelab.export.merge import id_list
+
     kwargs = {"device_map": {"": "cpu"}} if target.kind == "bnb" else {"dtype": torch.float32}
     target.model = AutoModelForCausalLM.from_pretrained(str(target.path), **kwargs).eval()
     target.tokenizer = AutoTokenizer.from_pretrained(str(target.path))
     try:
-        target.eos_token_ids = _as_list(GenerationConfig.from_pretrained(str(target.path)).eos_token_id)
+        target.eos_token_ids = id_list(GenerationConfig.from_pretrained(str(target.path)).eos_token_id)
     except OSError:
         target.eos_token_ids = []
     return target
