@@ -23,7 +23,7 @@ def test_bundled_model_gguf_f16_round_trip(tmp_path):
     assert reader.fields["tokenizer.ggml.pre"].contents() == "gpt2"
     report = verify(run, [result.path], max_new_tokens=24)
     target = report.targets[0]
-    # fp16 rounding of 135M weights: measured max |Δlogit| ≈ 0.03 on 30 layers; greedy answers agree
+    # fp16 rounding of 135M weights: measured max |Δlogit| 0.041 on 30 layers; 4/4 greedy answers identical
     assert target.max_logit_diff < 0.2
     assert target.agreement >= 0.95, json.dumps([p.__dict__ for p in target.prompts], indent=1)
     assert (result.path.parent / "Modelfile").read_text().startswith(f"FROM ./{result.path.name}")
