@@ -108,6 +108,7 @@ def run(n: int) -> list[Row]:
     model.eval()
     prompt = chat(tokenizer, "Write a short story about a lighthouse keeper who befriends a seagull.")
     rows: list[Row] = []
+    model.generate(torch.tensor([prompt]), max_new_tokens=2, do_sample=False)  # warm-up, not measured
     hf, ref = hf_row(model, prompt, n)
     rows.append(hf)
     no_cache = Generator(model, tokenizer, use_cache=False)
@@ -152,7 +153,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per request")
     args = parser.parse_args()
     rows = run(args.tokens)
-    Console().print(show(rows))
+    Console(width=170).print(show(rows))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     payload = [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows]

@@ -22,7 +22,7 @@ def draft_lm(tiny_path):
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.3 * p.std() * torch.randn(p.shape, generator=gen))
+            p.add_(0.1 * p.std() * torch.randn(p.shape, generator=gen))
     return model
 
 

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from tunelab.errors import ServeError
-from tunelab.infer.sampling import apply_repetition_penalty, make_generator, next_token_probs, pick_token, process_logits
+from tunelab.infer.sampling import (
+    apply_repetition_penalty,
+    make_generator,
+    next_token_probs,
+    pick_token,
+    process_logits,
+)
 from tunelab.infer.types import SamplingParams
 
 
