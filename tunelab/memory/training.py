@@ -3,7 +3,8 @@
 The peak of a training step is reached at the start of backward, when every saved activation
 and the loss tensors are alive, or at its end, when the gradients are all written; with
 ``set_to_none`` gradients and no accumulation these two never coexist, so the planner adds
-them and subtracts the smaller of the two (the ``overlap`` row). Weights, optimizer state and
+them and subtracts the smaller of the two (the ``overlap`` row) — except the output head's
+gradient, which backward writes first, while every activation is still alive. Weights, optimizer state and
 other models are resident throughout.
 
 Precision modes (``precision``):
@@ -231,7 +232,10 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     copies = _weight_copies(spec, t)
     sharded = shard(spec.sharding, spec.gpus, spec.offload, weights=base, gradients=gradients, optimizer=optimizer)
     transient = activations + logits + copies
-    overlap = -min(transient, sharded.gradients) if spec.gradient_accumulation == 1 else 0.0
+    # The output head's gradient is written first, while every activation is still alive.
+    head_grad = spec.arch.vocab_size * spec.arch.hidden_size * trained_bytes if spec.adapter == "full" else 0.0
+    freed_first = max(0.0, sharded.gradients - head_grad * sharded.gradients / max(gradients, 1.0))
+    overlap = -min(transient, freed_first) if spec.gradient_accumulation == 1 else 0.0
     notes = [f"precision {spec.precision}: params {param_bytes:g} B, compute {c:g} B; adapters fp32"]
     if m.note:
         notes.append(m.note)
