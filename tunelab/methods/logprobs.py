@@ -94,7 +94,7 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
 
 
 def hidden_and_logits(
-    model: nn.Module, ids: Tensor, mask: Tensor, want_logits: bool = True
+    model: nn.Module, ids: Tensor, mask: Tensor, want_logits: bool = True, position_ids: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None]:
     """Last hidden states (B, T, H) of the decoder body and, if asked, the LM logits (B, T, V).
 
@@ -102,7 +102,8 @@ def hidden_and_logits(
     forward pass; LoRA weights live inside the body's linear layers, so they apply.
     """
     lm = base_causal_lm(model)
-    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    body = lm.get_decoder()
+    hidden = body(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
     logits = lm.get_output_embeddings()(hidden) if want_logits else None
     return hidden, logits
 
