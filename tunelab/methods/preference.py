@@ -64,6 +64,16 @@ def weighted_means(records: list[tuple[dict[str, float], float]], prefix: str = 
     return {prefix + k: sum(m.get(k, 0.0) * w for m, w in records) / total for k in sorted(keys)}
 
 
+def evaluate_weighted(method: Method, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
+    """``val_``-prefixed loss and metrics of ``method``, weighted by its batch weights (pairs)."""
+    records = []
+    with torch.no_grad():
+        for batch in batches:
+            loss, metrics = method.loss(model, batch)
+            records.append(({"loss": float(loss), **metrics}, method.batch_weight(batch)))
+    return weighted_means(records, "val_")
+
+
 def pair_metrics(out: LossOutput) -> dict[str, float]:
     """Loss-side metrics of a batch: implicit rewards, margin, accuracy (ties count one half)."""
     diff = out.chosen_rewards - out.rejected_rewards
@@ -136,12 +146,7 @@ class Preference(Method):
         return out.loss.mean(), pair_metrics(out)
 
     def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
-        records = []
-        with torch.no_grad():
-            for batch in batches:
-                loss, metrics = self.loss(model, batch)
-                records.append(({"loss": float(loss), **metrics}, self.batch_weight(batch)))
-        return weighted_means(records, "val_")
+        return evaluate_weighted(self, model, batches)
 
     def before_training(self, model: nn.Module, datasets: Datasets) -> None:
         if not (self.args.precompute_reference and self.spec.needs_reference):

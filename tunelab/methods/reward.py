@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import check_body_adapter, hidden_and_logits, last_token_index, pad_right
 from tunelab.methods.losses import LossOutput, bradley_terry_loss
-from tunelab.methods.preference import pair_metrics, validate_args, weighted_means
+from tunelab.methods.preference import evaluate_weighted, pair_metrics, validate_args
 from tunelab.methods.value_head import ScalarHead, attach_head, load_head, save_head
 
 HEAD_FILE = "reward_head.safetensors"
@@ -84,12 +84,7 @@ class RewardModel(Method):
         return per_pair.mean(), pair_metrics(out)
 
     def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
-        records = []
-        with torch.no_grad():
-            for batch in batches:
-                loss, metrics = self.loss(model, batch)
-                records.append(({"loss": float(loss), **metrics}, self.batch_weight(batch)))
-        return weighted_means(records, "val_")
+        return evaluate_weighted(self, model, batches)
 
     def after_training(self, model: nn.Module) -> dict[str, Any]:
         path = self.run_dir / HEAD_FILE
