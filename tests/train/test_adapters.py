@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunelab.config import AdapterArgs, ModelArgs
-from tunelab.models.load import load_model, load_run
+from tunelab.models.load import _keep_4bit_weights_differentiable, load_model, load_run
 from tunelab.train.loop import train
 
 ADAPTERS = ["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "llama_adapter", "freeze", "full"]
@@ -33,7 +33,8 @@ def test_lora_with_zero_b_is_the_base_model(tiny_model, tiny_tokenizer):
 def test_adapter_trains_saves_and_reloads(adapter, make_config, tiny_path, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    lr = "0.003" if adapter == "full" else "0.02"
+    # llama_adapter's zero-initialised gates make its first steps slow: give it a larger lr.
+    lr = {"full": "0.003", "llama_adapter": "0.1"}.get(adapter, "0.02")
     config = make_config(
         f"adapter.type={adapter}", "training.max_steps=12", f"training.learning_rate={lr}", "training.eval_every=12"
     )
@@ -56,6 +57,10 @@ def test_adapter_trains_saves_and_reloads(adapter, make_config, tiny_path, tiny_
     ids = torch.tensor([tiny_tokenizer("What color is the cat number 3?").input_ids])
     trained.eval()
     reloaded = load_run(result.run_dir, dtype="fp32")
+    if adapter == "qlora":
+        # Same NF4 kernel on both sides: bitsandbytes' CPU inference kernel (used by a freshly
+        # loaded eval model) rounds differently from the training kernel by ~1e-4.
+        _keep_4bit_weights_differentiable(reloaded.model)
     assert torch.allclose(_logits(reloaded.model, ids), _logits(trained, ids), atol=1e-6, rtol=0)
 
 

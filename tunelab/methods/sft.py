@@ -52,7 +52,9 @@ class SFT(Method):
         from tunelab.data import prepare
 
         packing = self.config.data.packing and self.uses_position_ids
-        prepared = prepare(self.config.data, self.tokenizer, packing=packing)
+        prepared = prepare(
+            self.config.data, self.tokenizer, packing=packing, rejects_path=self.run_dir / "rejects.jsonl"
+        )
         return Datasets(prepared.train, prepared.validation, prepared.report.to_dict())
 
     def collate(self, items: list) -> Batch:
@@ -70,7 +72,7 @@ class SFT(Method):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits
+        logits = model(**inputs, use_cache=False).logits  # a cache would merge packed examples
         # Prompt tuning returns logits for its virtual tokens too; keep the last T positions.
         logits = logits[:, -batch["labels"].shape[1] :, :]
         nll, count = token_nll(logits, batch["labels"])

@@ -115,6 +115,9 @@ def load_model(
     tokenizer = load_tokenizer(resolved.path)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if for_training:
+        # With a KV cache, transformers ignores restarting position_ids and packed examples
+        # would attend to each other; training never needs the cache.
         model.config.use_cache = False
     if for_training and quant is not None:
         _keep_4bit_weights_differentiable(model)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -347,7 +348,7 @@ def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accele
         steps=state.step,
         final_loss=last_loss,
         val=val,
-        tokens_per_s=sum(speeds) / len(speeds) if speeds else 0.0,
+        tokens_per_s=statistics.median(speeds) if speeds else 0.0,
         wall_s=wall,
         skipped_steps=state.bad_total,
         output=str(out),
