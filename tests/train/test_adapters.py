@@ -92,3 +92,17 @@ def test_qlora_gradients_survive_an_eval_forward(tiny_tokenizer):
     clean = first_layer_grads(False)
     assert float(clean.abs().max()) > 0
     assert torch.allclose(first_layer_grads(True), clean, atol=1e-6)
+
+
+def test_a_run_folder_is_a_model_name(make_config, tiny_tokenizer):
+    """SFT → DPO/PPO: ``model.name: runs/NAME`` is the base with the run's adapter merged in."""
+    from tunelab.models.resolve import resolve_model
+
+    result = train(make_config("name=sft-base", "training.max_steps=3"))
+    resolved = resolve_model(result.run_dir)
+    assert resolved.kind == "run" and (resolved.path / "config.json").is_file()
+    assert resolve_model(result.run_dir).path == resolved.path  # merged once, then cached
+    merged, _ = load_model(ModelArgs(name=str(result.run_dir), dtype="fp32"))
+    ids = torch.tensor([tiny_tokenizer("What color is the cat number 3?").input_ids])
+    trained = load_run(result.run_dir, dtype="fp32").model
+    assert torch.allclose(_logits(merged, ids), _logits(trained, ids), atol=1e-5)

