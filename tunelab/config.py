@@ -46,7 +46,11 @@ class ModelArgs(Section):
         "none", description="bitsandbytes quantization of the frozen base weights (qlora implies nf4)."
     )
     double_quant: bool = Field(True, description="NF4 double quantization (quantize the quantization constants).")
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute dtype of 4-bit layers.")
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="Compute dtype of 4-bit layers. 'auto' = bf16 on GPUs, fp32 on CPU (bitsandbytes' CPU "
+        "training path is ~15x slower with bf16; bf16 autocast still runs the matmuls in bf16).",
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 when installed."
     )

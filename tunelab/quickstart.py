@@ -47,12 +47,15 @@ def eval_prompts(examples: Path) -> list[str]:
     return [json.loads(r)["prompt"] for r in rows if r.strip()]
 
 
-def score_format(model, tokenizer, prompts: list[str], max_new_tokens: int = 32) -> FormatScore:
+def score_format(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, label: str = "") -> FormatScore:
     """Greedy answers (KV cache on) with the model's chat template; count format adherence."""
     import torch
+    from rich.progress import track
+
+    from tunelab.utils.log import console
 
     answers = []
-    for prompt in prompts:
+    for prompt in track(prompts, description=f"answering held-out prompts {label}", console=console):
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
@@ -97,11 +100,11 @@ def run_quickstart(overrides: list[str] | None = None) -> QuickstartResult:
     config = quickstart_config(overrides)
     prompts = eval_prompts(examples_dir())
     base, tokenizer = load_model(config.model.model_copy(update={"quantization": "none"}))
-    before = score_format(base, tokenizer, prompts)
+    before = score_format(base, tokenizer, prompts, label="(base model)")
     del base
     result = train(config)
     loaded = load_run(result.run_dir)
-    after = score_format(loaded.model, loaded.tokenizer, prompts)
+    after = score_format(loaded.model, loaded.tokenizer, prompts, label="(fine-tuned)")
     return QuickstartResult(
         before, after, Path(result.run_dir), time.time() - start, result.wall_s, result.tokens_per_s
     )

@@ -15,6 +15,11 @@ def register(app: typer.Typer) -> None:
         from tunelab.quickstart import run_quickstart
         from tunelab.utils.log import console
 
+        console.print(
+            "[bold]tunelab quickstart[/bold]: teach SmolLM2-135M-Instruct to answer as "
+            "'Answer: …⏎Confidence: high|medium|low' with QLoRA.\n"
+            "1) score the base model on 10 held-out prompts  2) train (examples/quickstart.yaml)  3) score again"
+        )
         res = run_quickstart(list(ctx.args))
         table = Table(title="held-out prompts: does the answer follow 'Answer: …\\nConfidence: …'?")
         table.add_column("prompt #")

@@ -38,17 +38,20 @@ def torch_dtype(name: str, device: str):
     return getattr(torch, DTYPES[name])
 
 
-def quantization_config(args: ModelArgs):
+def quantization_config(args: ModelArgs, device: str = "cpu"):
     """bitsandbytes config for ``args.quantization`` (None for unquantized)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if args.quantization == "nf4":
+        compute = args.compute_dtype
+        if compute == "auto":
+            compute = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=args.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, DTYPES[args.compute_dtype]),
+            bnb_4bit_compute_dtype=getattr(torch, DTYPES[compute]),
         )
     if args.quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -98,7 +101,7 @@ def load_model(
     resolved = resolve_model(model_args.name)
     device = default_device(device)
     _check_attn(model_args.attn_implementation)
-    quant = quantization_config(model_args)
+    quant = quantization_config(model_args, device)
     kwargs: dict = {"attn_implementation": model_args.attn_implementation}
     if quant is not None:
         kwargs["quantization_config"] = quant
