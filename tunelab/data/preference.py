@@ -9,23 +9,35 @@ Accepted rows (after ``data.columns`` renames):
 * unpaired: ``prompt`` + ``completion`` + ``label`` (true = desirable).
 * prompt: ``prompt`` (string or messages) or ``messages`` ending with a user turn.
 
-Each prompt is rendered with the same template as SFT (the model's chat template, alpaca, qa)
-up to the assistant header; a completion is rendered as the assistant turn up to and including
-EOS, so an aligned model stops where the SFT model stops. Bad rows (chosen identical to
-rejected, an empty side, a prompt longer than ``data.max_prompt_length``) are a ``DataError``
-naming the file and line, or counted rejects with ``data.skip_invalid``.
+Files are read by the data layer's :func:`~tunelab.data.readers.read_raw` (jsonl, json, csv,
+parquet, saved HF dataset folders). A CSV has no types, so there ``label`` may be the text
+``true``/``false`` and ``margin`` a number written as text.
+
+Rendering is the data layer's too (:func:`~tunelab.data.templates.render_segments`, the same
+call SFT makes): a prompt is the conversation rendered up to the assistant header, and a
+completion is exactly the trained tokens of the final assistant turn — the answer and the
+template's own turn terminator (EOS, or e.g. ``<|im_end|>``), each segment tokenized on its own
+as SFT tokenizes it. So an aligned model learns to stop on the very tokens the SFT model learned
+to stop on. Bad rows (chosen identical to rejected, an empty side, a prompt longer than
+``data.max_prompt_length``, an unreadable line) are a ``DataError`` naming ``file:line``, or
+counted rejects written to ``rejects.jsonl`` with ``data.skip_invalid``.
 """
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import DataArgs
+from tunelab.data.formats import RowError as FieldError
+from tunelab.data.formats import apply_columns
+from tunelab.data.prepare import write_rejects as write_reject_file
+from tunelab.data.readers import read_raw
+from tunelab.data.templates import Template, get_template, render_segments
+from tunelab.data.tokenize import split_indices, tokenize_segments
+from tunelab.data.types import Example, RawRow, Reject, Segment
 from tunelab.errors import DataError
 
 Messages = list[dict[str, str]]
@@ -33,7 +45,7 @@ Messages = list[dict[str, str]]
 
 @dataclass
 class PreferenceItem:
-    """One tokenized pair: the shared prompt and two completions (each ending with EOS)."""
+    """One tokenized pair: the shared prompt and two completions (each ending with the turn terminator)."""
 
     prompt_ids: list[int]
     chosen_ids: list[int]
@@ -62,12 +74,6 @@ class PromptItem:
 
 
 @dataclass
-class Reject:
-    source: str
-    reason: str
-
-
-@dataclass
 class AlignData:
     """Train/validation items of one alignment dataset and what was dropped."""
 
@@ -83,52 +89,11 @@ class AlignData:
             "validation_items": len(self.validation),
             "rejected_rows": len(self.rejects),
             "truncated_completions": self.truncated,
-            "reject_examples": [asdict(r) for r in self.rejects[:5]],
+            "reject_examples": [{"file": r.file, "line": r.line, "error": r.error} for r in self.rejects[:5]],
         }
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def read_rows(path: str | Path) -> list[tuple[str, dict]]:
-    """Rows of a .jsonl or .json file as ``(file:line, row)``.
-
-    Raises:
-        DataError: missing file, invalid JSON (with its line), a row that is not an object.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file not found: {p}\n  fix: set data.path to a .jsonl or .json file")
-    if p.suffix == ".json":
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{p}:{err.lineno}: invalid JSON ({err.msg})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{p}: a .json dataset must be a list of objects")
-        out = [(f"{p}[{i}]", r) for i, r in enumerate(rows)]
-    elif p.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(p.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append((f"{p}:{n}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{p}:{n}: invalid JSON ({err.msg})") from None
-    else:
-        raise DataError(f"{p}: alignment data must be .jsonl or .json (got '{p.suffix}')")
-    for where, row in out:
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: each row must be a JSON object")
-    return out
-
-
-def _rename(row: dict, columns: dict[str, str]) -> dict:
-    return {**row, **{ours: row[theirs] for ours, theirs in columns.items() if theirs in row}}
-
-
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- row values
 
 
 class RowError(ValueError):
@@ -166,57 +131,85 @@ def _plain_prompt(messages: Messages) -> str:
     return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
 
 
-PLAIN_TEMPLATES: dict[str, str] = {
-    "alpaca": "### Instruction:\n{prompt}\n\n### Response:\n",
-    "qa": "### Question:\n{prompt}\n\n### Answer:\n",
-}
+LABEL_TEXT = {"true": True, "false": False}  # a CSV cell has no boolean type
+
+
+def _label(value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in LABEL_TEXT:
+        return LABEL_TEXT[value.strip().lower()]
+    if not isinstance(value, bool):
+        raise RowError(f"'label' must be true or false (got {value!r})")
+    return value
+
+
+def _margin(value: Any) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0.0  # an empty CSV cell or a parquet null: no margin
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, int | float):
+        raise RowError(f"'margin' must be a number (got {value!r})")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def final_turn(segments: list[Segment]) -> list[Segment]:
+    """The trained segments of the last assistant turn: the answer and its terminator.
+
+    Untrained text after the terminator (ChatML's newline) is dropped, as is everything before
+    the answer (the prompt, earlier turns).
+    """
+    end = len(segments)
+    while end and not segments[end - 1].trained:
+        end -= 1
+    start = end
+    while start and segments[start - 1].trained:
+        start -= 1
+    return segments[start:end]
 
 
 @dataclass
 class Renderer:
-    """Renders prompts and completions with the SFT templates and tokenizes them."""
+    """Renders prompts and completions with the SFT templates and tokenizes them as SFT does."""
 
     tokenizer: Any
     args: DataArgs
+    template: Template = field(init=False)
 
-    def prompt_text(self, messages: Messages) -> str:
-        if self.args.template == "chat":
-            if self.args.system_prompt and messages[0]["role"] != "system":
-                messages = [{"role": "system", "content": self.args.system_prompt}, *messages]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if self.args.template in PLAIN_TEMPLATES:
-            return PLAIN_TEMPLATES[self.args.template].format(prompt=_plain_prompt(messages))
-        from jinja2 import Template
+    def __post_init__(self) -> None:
+        self.template = get_template(self.args.template, self.tokenizer)
 
-        return Template(Path(self.args.template).read_text()).render(messages=messages, add_generation_prompt=True)
+    def segments(self, messages: Messages) -> list[Segment]:
+        example = Example(messages, None, "", 0)
+        return render_segments(example, self.tokenizer, self.template, self.args.system_prompt)
 
-    def completion_text(self, prompt: Messages, text: str) -> str:
-        """The assistant turn as the template renders it, ending right after EOS."""
-        eos = self.tokenizer.eos_token
-        if self.args.template == "chat":
-            full = self.tokenizer.apply_chat_template(
-                [*prompt, {"role": "assistant", "content": text}], tokenize=False
-            )
-            head = self.prompt_text(prompt)
-            rendered = full[len(head) :] if full.startswith(head) else text + eos
-            cut = rendered.rfind(eos)
-            return rendered[: cut + len(eos)] if cut >= 0 else rendered + eos
-        return text + eos
+    def ids(self, segments: list[Segment]) -> list[int]:
+        return tokenize_segments(segments, self.tokenizer)[0]
 
-    def ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
-
-    def prompt_ids(self, messages: Messages) -> list[int]:
-        ids = self.ids(self.prompt_text(messages))
-        if len(ids) > self.args.max_prompt_length:
+    def prompt_ids(self, messages: Messages, limit: bool = True) -> list[int]:
+        """The prompt up to and including the assistant header; over ``max_prompt_length`` is a RowError."""
+        ids = self.ids(self.segments(messages))
+        if limit and len(ids) > self.args.max_prompt_length:
             raise RowError(f"prompt has {len(ids)} tokens > data.max_prompt_length={self.args.max_prompt_length}")
         return ids
 
-    def completion_ids(self, prompt: Messages, text: str, prompt_len: int) -> tuple[list[int], bool]:
+    def completion_ids(self, prompt: Messages, text: str) -> list[int]:
+        """The tokens SFT trains for ``text`` as the assistant's answer to ``prompt`` (answer + terminator)."""
+        return self.ids(final_turn(self.segments([*prompt, {"role": "assistant", "content": text}])))
+
+    def fit(self, ids: list[int], prompt_len: int) -> tuple[list[int], bool]:
         """Completion tokens cut to fit ``max_length`` with the prompt; returns ``(ids, truncated)``."""
-        ids = self.ids(self.completion_text(prompt, text))
         room = max(self.args.max_length - prompt_len, 1)
         return ids[:room], len(ids) > room
+
+    def encode(self, prompt: Messages, text: str) -> list[int]:
+        """Prompt + completion tokens, uncut (for scoring)."""
+        return self.prompt_ids(prompt, limit=False) + self.completion_ids(prompt, text)
 
 
 # --------------------------------------------------------------------------- row parsers
@@ -253,25 +246,22 @@ def parse_preference(row: dict, r: Renderer) -> tuple[PreferenceItem, bool]:
         raise RowError("'chosen' or 'rejected' is empty")
     if chosen.strip() == rejected.strip():
         raise RowError("'chosen' is identical to 'rejected'; a pair must differ")
+    margin = _margin(row.get("margin"))
     pids = r.prompt_ids(prompt)
-    cids, cut_c = r.completion_ids(prompt, chosen, len(pids))
-    rids, cut_r = r.completion_ids(prompt, rejected, len(pids))
-    margin = row.get("margin", 0.0)
-    if not isinstance(margin, int | float):
-        raise RowError(f"'margin' must be a number (got {margin!r})")
-    return PreferenceItem(pids, cids, rids, float(margin)), cut_c or cut_r
+    cids, cut_c = r.fit(r.completion_ids(prompt, chosen), len(pids))
+    rids, cut_r = r.fit(r.completion_ids(prompt, rejected), len(pids))
+    return PreferenceItem(pids, cids, rids, margin), cut_c or cut_r
 
 
 def parse_unpaired(row: dict, r: Renderer) -> tuple[UnpairedItem, bool]:
     if "completion" not in row or "label" not in row:
         raise RowError("unpaired rows need prompt, completion and label (true/false)")
-    if not isinstance(row["label"], bool):
-        raise RowError(f"'label' must be true or false (got {row['label']!r})")
+    label = _label(row["label"])
     prompt = _prompt_messages(row)
     text = _assistant_text(row["completion"], "completion")
     pids = r.prompt_ids(prompt)
-    cids, cut = r.completion_ids(prompt, text, len(pids))
-    return UnpairedItem(pids, cids, row["label"]), cut
+    cids, cut = r.fit(r.completion_ids(prompt, text), len(pids))
+    return UnpairedItem(pids, cids, label), cut
 
 
 def parse_prompt(row: dict, r: Renderer) -> tuple[PromptItem, bool]:
@@ -286,17 +276,24 @@ PARSERS: dict[str, Callable[[dict, Renderer], tuple[Any, bool]]] = {
 }
 
 
+def _parse_row(raw: RawRow, kind: str, r: Renderer) -> tuple[Any, bool]:
+    if raw.data is None:  # a line the reader could not parse (malformed JSON, not an object)
+        raise RowError(raw.error or "unreadable row")
+    return PARSERS[kind](apply_columns(raw.data, r.args.columns), r)
+
+
 def _parse_file(path: str, kind: str, r: Renderer) -> tuple[list[Any], list[Reject], int]:
     items, rejects, truncated = [], [], 0
-    for where, row in read_rows(path):
+    for raw in read_raw(path):
         try:
-            item, cut = PARSERS[kind](_rename(row, r.args.columns), r)
-        except RowError as err:
+            item, cut = _parse_row(raw, kind, r)
+        except (RowError, FieldError) as err:  # FieldError: the chat template refused the conversation
             if not r.args.skip_invalid:
                 raise DataError(
-                    f"{where}: {err}\n  fix: correct the row, or set data.skip_invalid=true to drop bad rows"
+                    f"{raw.source}:{raw.line}: {err}\n"
+                    "  fix: correct the row, or set data.skip_invalid=true to drop bad rows"
                 ) from None
-            rejects.append(Reject(where, str(err)))
+            rejects.append(Reject(raw.source, raw.line, str(err), raw.raw))
             continue
         items.append(item)
         truncated += cut
@@ -307,7 +304,7 @@ def load_alignment_data(args: DataArgs, tokenizer, kind: str) -> AlignData:
     """Read, render, tokenize and split ``args.path`` as ``kind`` (preference, unpaired or prompt).
 
     Raises:
-        DataError: no path, an unreadable file or a bad row (unless ``skip_invalid``).
+        DataError: no path, an unreadable file, an unknown template or a bad row (unless ``skip_invalid``).
     """
     if args.path is None:
         raise DataError(f"data.path is not set; {kind} data is needed (see examples/data/)")
@@ -315,19 +312,12 @@ def load_alignment_data(args: DataArgs, tokenizer, kind: str) -> AlignData:
     items, rejects, truncated = _parse_file(args.path, kind, r)
     if args.validation_path:
         val, more, cut = _parse_file(args.validation_path, kind, r)
-        rejects, truncated = rejects + more, truncated + cut
-        train = items
-    else:
-        order = list(range(len(items)))
-        random.Random(args.seed).shuffle(order)
-        n_val = int(round(len(items) * args.validation_split)) if len(items) > 1 else 0
-        val = [items[i] for i in order[:n_val]]
-        train = [items[i] for i in order[n_val:]]
-    return AlignData(train, val, rejects, truncated)
+        return AlignData(items, val, rejects + more, truncated + cut)
+    train_idx, val_idx = split_indices(len(items), args.validation_split, args.seed)
+    return AlignData([items[i] for i in train_idx], [items[i] for i in val_idx], rejects, truncated)
 
 
 def write_rejects(data: AlignData, run_dir: Path) -> None:
-    """``<run>/rejects.jsonl``: one line per dropped row with its source and reason."""
+    """``<run>/rejects.jsonl`` in the data layer's format (file, line, error, raw), when rows were dropped."""
     if data.rejects:
-        lines = [json.dumps(asdict(r)) for r in data.rejects]
-        (Path(run_dir) / "rejects.jsonl").write_text("\n".join(lines) + "\n")
+        write_reject_file(data.rejects, Path(run_dir) / "rejects.jsonl")

@@ -122,9 +122,7 @@ class RewardScorer:
         from tunelab.data.preference import Renderer, as_messages
 
         renderer = Renderer(self.tokenizer, self.config.data)
-        messages = as_messages(prompt, "user", "prompt")
-        prompt_ids = renderer.ids(renderer.prompt_text(messages))
-        return prompt_ids + renderer.ids(renderer.completion_text(messages, completion))
+        return renderer.encode(as_messages(prompt, "user", "prompt"), completion)
 
     @torch.no_grad()
     def score(self, pairs: Sequence[tuple[str | list[dict], str]], batch_size: int = 16) -> list[float]:
