@@ -27,7 +27,7 @@ from tunelab.errors import ConfigError
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import completion_logps, prompt_completion_batch
 from tunelab.methods.losses import kto_kl_estimate, kto_loss
-from tunelab.methods.preference import validate_args, weighted_means
+from tunelab.methods.preference import alignment_datasets, validate_args, weighted_means
 from tunelab.methods.reference import Reference
 
 
@@ -56,11 +56,7 @@ class KTO(Method):
         self.reference = Reference(config, model)
 
     def build_datasets(self) -> Datasets:
-        from tunelab.data.preference import load_alignment_data, write_rejects
-
-        data = load_alignment_data(self.config.data, self.tokenizer, "unpaired")
-        write_rejects(data, self.run_dir)
-        return Datasets(data.train, data.validation, data.report("unpaired"))
+        return alignment_datasets(self, "unpaired")
 
     def collate(self, items: list) -> Batch:
         prompts = [it.prompt_ids for it in items]
@@ -86,8 +82,9 @@ class KTO(Method):
         z0 = kto_kl_estimate(kl_logps, ref_kl)
         label = batch["label"]
         ratios = logps - ref
-        losses = kto_loss(ratios[label], ratios[~label], z0, self.args.beta,
-                          self.args.desirable_weight, self.args.undesirable_weight)
+        losses = kto_loss(
+            ratios[label], ratios[~label], z0, self.args.beta, self.args.desirable_weight, self.args.undesirable_weight
+        )
         rewards = self.args.beta * ratios.detach()
         correct = torch.where(label, rewards > 0, rewards < 0).float()
         metrics = {"kl": float(z0), "accuracy": float(correct.mean())}

@@ -38,7 +38,7 @@ from tunelab.methods.ppo_math import (
     masked_mean,
     whiten,
 )
-from tunelab.methods.preference import validate_args
+from tunelab.methods.preference import alignment_datasets, validate_args
 from tunelab.methods.reference import loop_autocast
 from tunelab.methods.value_head import attach_head
 
@@ -99,8 +99,10 @@ class PPO(Method):
         self.args = validate_args(PPOArgs, config.method_args, self.name)
         check_body_adapter(config.adapter.type, self.name)
         if not is_peft(model):
-            raise ConfigError("method=ppo trains a peft adapter (the reference is the adapter-off policy).\n"
-                              "  fix: adapter.type lora, dora or qlora")
+            raise ConfigError(
+                "method=ppo trains a peft adapter (the reference is the adapter-off policy).\n"
+                "  fix: adapter.type lora, dora or qlora"
+            )
         chunk = config.training.micro_batch_size * config.training.gradient_accumulation
         if self.args.rollout_batch_size % chunk:
             raise ConfigError(
@@ -128,14 +130,13 @@ class PPO(Method):
 
     # -- data -------------------------------------------------------------------------
     def build_datasets(self) -> Datasets:
-        from tunelab.data.preference import load_alignment_data, write_rejects
-
-        data = load_alignment_data(self.config.data, self.tokenizer, "prompt")
-        write_rejects(data, self.run_dir)
+        data = alignment_datasets(self, "prompt")
         if len(data.train) < self.args.rollout_batch_size:
-            raise ConfigError(f"method_args.rollout_batch_size={self.args.rollout_batch_size} > the "
-                              f"{len(data.train)} training prompts")
-        return Datasets(data.train, data.validation, data.report("prompt"))
+            raise ConfigError(
+                f"method_args.rollout_batch_size={self.args.rollout_batch_size} > the "
+                f"{len(data.train)} training prompts"
+            )
+        return data
 
     def collate(self, items: list) -> Batch:
         ids, mask = left_pad([it.prompt_ids for it in items], self.tokenizer.pad_token_id)
@@ -152,14 +153,24 @@ class PPO(Method):
     def generate(self, model: nn.Module, batch: Batch, sample: bool = True) -> tuple[Tensor, Tensor, list[str]]:
         """Completions with the KV cache: ``(sequences (B, P+R), response mask (B, R), texts)``."""
         prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-        kwargs = {"do_sample": True, "temperature": self.args.temperature, "top_k": self.args.top_k or None,
-                  "top_p": 1.0} if sample else {"do_sample": False}
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=self.args.max_new_tokens,
-                             use_cache=True, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        kwargs = (
+            {"do_sample": True, "temperature": self.args.temperature, "top_k": self.args.top_k or None, "top_p": 1.0}
+            if sample
+            else {"do_sample": False}
+        )
+        out = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=self.args.max_new_tokens,
+            use_cache=True,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **kwargs,
+        )
         response = out[:, prompt_ids.shape[1] :]
         mask = response_mask(response, self._eos_ids())
-        texts = self.tokenizer.batch_decode(response * mask + (1 - mask) * self.tokenizer.pad_token_id,
-                                            skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            response * mask + (1 - mask) * self.tokenizer.pad_token_id, skip_special_tokens=True
+        )
         return out, mask, texts
 
     def _forward(self, model: nn.Module, seq: Tensor, attn: Tensor, prompt_len: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -193,12 +204,23 @@ class PPO(Method):
         adv, returns = gae(rewards, values, mask_f, self.args.gamma, self.args.lam)
         adv = whiten(adv, mask_f)
         kl = ((logps - ref_logps) * mask_f).sum(dim=1).mean()
-        self.stats = {"reward": float(scores.mean()), "kl": float(kl), "kl_coef": self.kl.value,
-                      "response_length": float(mask_f.sum(dim=1).mean())}
+        self.stats = {
+            "reward": float(scores.mean()),
+            "kl": float(kl),
+            "kl_coef": self.kl.value,
+            "response_length": float(mask_f.sum(dim=1).mean()),
+        }
         self.kl.update(float(kl), n_steps=seq.shape[0])
-        self.buffer = {"seq": seq.cpu(), "attn": attn.cpu(), "mask": mask_f.cpu(), "old_logps": logps.cpu(),
-                       "old_values": values.cpu(), "adv": adv.cpu(), "returns": returns.cpu(),
-                       "prompt_len": torch.tensor(p)}
+        self.buffer = {
+            "seq": seq.cpu(),
+            "attn": attn.cpu(),
+            "mask": mask_f.cpu(),
+            "old_logps": logps.cpu(),
+            "old_values": values.cpu(),
+            "adv": adv.cpu(),
+            "returns": returns.cpu(),
+            "prompt_len": torch.tensor(p),
+        }
         n = seq.shape[0]
         self.order = torch.cat([torch.randperm(n) for _ in range(self.args.ppo_epochs)]).tolist()
         model.train(was_training)
@@ -214,8 +236,14 @@ class PPO(Method):
         for _ in range(self.config.training.gradient_accumulation):
             idx, self.order = torch.tensor(self.order[:mbs]), self.order[mbs:]
             mb = {k: v[idx] for k, v in self.buffer.items() if k != "prompt_len"}
-            out.append({**mb, "prompt_len": int(self.buffer["prompt_len"]), "input_ids": mb["seq"],
-                        "attention_mask": mb["attn"]})
+            out.append(
+                {
+                    **mb,
+                    "prompt_len": int(self.buffer["prompt_len"]),
+                    "input_ids": mb["seq"],
+                    "attention_mask": mb["attn"],
+                }
+            )
         return out
 
     def before_training(self, model: nn.Module, datasets: Datasets) -> None:
@@ -234,9 +262,13 @@ class PPO(Method):
             logp_all = torch.log_softmax(logits.float(), dim=-1)
             entropy = masked_mean(-(logp_all.exp() * logp_all).sum(-1), mask)
             metrics = {
-                "policy_loss": float(pg_loss), "value_loss": float(vf_loss), "clip_frac": float(clip_frac),
-                "entropy": float(entropy), "approx_kl": float(masked_mean(batch["old_logps"] - logps, mask)),
-                "explained_variance": float(explained_variance(values, batch["returns"], mask)), **self.stats,
+                "policy_loss": float(pg_loss),
+                "value_loss": float(vf_loss),
+                "clip_frac": float(clip_frac),
+                "entropy": float(entropy),
+                "approx_kl": float(masked_mean(batch["old_logps"] - logps, mask)),
+                "explained_variance": float(explained_variance(values, batch["returns"], mask)),
+                **self.stats,
             }
         return pg_loss + self.args.vf_coef * vf_loss, metrics
 
@@ -250,8 +282,12 @@ class PPO(Method):
 
     # -- resume and results -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"kl_coef": self.kl.value, "buffer": dict(self.buffer), "order": list(self.order),
-                "stats": dict(self.stats)}
+        return {
+            "kl_coef": self.kl.value,
+            "buffer": dict(self.buffer),
+            "order": list(self.order),
+            "stats": dict(self.stats),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kl.value = float(state["kl_coef"])
@@ -264,8 +300,15 @@ class PPO(Method):
 
         lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines if line]
-        plot = plot_curves(records, self.run_dir / "ppo.png", [("reward", "mean reward"), ("kl", "KL to reference")],
-                           f"ppo · {self.config.model.name}")
+        plot = plot_curves(
+            records,
+            self.run_dir / "ppo.png",
+            [("reward", "mean reward"), ("kl", "KL to reference")],
+            f"ppo · {self.config.model.name}",
+        )
         rewards = [r["reward"] for r in records if "reward" in r]
-        return {"plot": str(plot) if plot else None, "first_reward": rewards[0] if rewards else None,
-                "last_reward": rewards[-1] if rewards else None}
+        return {
+            "plot": str(plot) if plot else None,
+            "first_reward": rewards[0] if rewards else None,
+            "last_reward": rewards[-1] if rewards else None,
+        }

@@ -57,6 +57,17 @@ def validate_args(model: type[BaseModel], raw: dict[str, Any], method: str) -> A
         raise ConfigError("\n".join(lines)) from None
 
 
+def alignment_datasets(method: Method, kind: str) -> Datasets:
+    """Read ``method.config.data`` as ``kind`` (preference, unpaired or prompt) data, write the
+    run's ``rejects.jsonl``, and return the splits with their report (shared by every
+    alignment method)."""
+    from tunelab.data.preference import load_alignment_data, write_rejects
+
+    data = load_alignment_data(method.config.data, method.tokenizer, kind)
+    write_rejects(data, method.run_dir)
+    return Datasets(data.train, data.validation, data.report(kind))
+
+
 def weighted_means(records: list[tuple[dict[str, float], float]], prefix: str = "") -> dict[str, float]:
     """Weighted mean of each metric over ``(metrics, weight)`` records."""
     total = sum(w for _, w in records) or 1.0
@@ -108,11 +119,7 @@ class Preference(Method):
 
     # -- data -------------------------------------------------------------------------
     def build_datasets(self) -> Datasets:
-        from tunelab.data.preference import load_alignment_data, write_rejects
-
-        data = load_alignment_data(self.config.data, self.tokenizer, "preference")
-        write_rejects(data, self.run_dir)
-        return Datasets(data.train, data.validation, data.report("preference"))
+        return alignment_datasets(self, "preference")
 
     def collate(self, items: list) -> Batch:
         prompts = [it.prompt_ids for it in items] * 2
@@ -137,8 +144,12 @@ class Preference(Method):
             ref = batch["ref_logps"] if "ref_logps" in batch else self.reference.logps(model, batch)
             ref = ref.to(logps.dtype)
         return PairLogps(
-            logps[:b], logps[b:], counts[:b], counts[b:],
-            None if ref is None else ref[:b], None if ref is None else ref[b:],
+            logps[:b],
+            logps[b:],
+            counts[:b],
+            counts[b:],
+            None if ref is None else ref[:b],
+            None if ref is None else ref[b:],
         )
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -160,8 +171,16 @@ class Preference(Method):
         def store(item, values: dict[str, float]) -> None:
             item.ref_chosen, item.ref_rejected = values["chosen"], values["rejected"]
 
-        precompute(self.reference, model, self.config, self.run_dir,
-                   {"train": datasets.train, "validation": datasets.validation}, self.collate, columns, store)
+        precompute(
+            self.reference,
+            model,
+            self.config,
+            self.run_dir,
+            {"train": datasets.train, "validation": datasets.validation},
+            self.collate,
+            columns,
+            store,
+        )
 
     def after_training(self, model: nn.Module) -> dict[str, Any]:
         return {"loss_type": self.args.loss, "beta": self.args.beta}

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import check_body_adapter, hidden_and_logits, last_token_index, pad_right
 from tunelab.methods.losses import LossOutput, bradley_terry_loss
-from tunelab.methods.preference import evaluate_weighted, pair_metrics, validate_args
+from tunelab.methods.preference import alignment_datasets, evaluate_weighted, pair_metrics, validate_args
 from tunelab.methods.value_head import ScalarHead, attach_head, load_head, save_head
 
 HEAD_FILE = "reward_head.safetensors"
@@ -60,11 +60,7 @@ class RewardModel(Method):
         self.head = attach_head(model, "reward_head")
 
     def build_datasets(self) -> Datasets:
-        from tunelab.data.preference import load_alignment_data, write_rejects
-
-        data = load_alignment_data(self.config.data, self.tokenizer, "preference")
-        write_rejects(data, self.run_dir)
-        return Datasets(data.train, data.validation, data.report("preference"))
+        return alignment_datasets(self, "preference")
 
     def collate(self, items: list) -> Batch:
         rows = [it.prompt_ids + it.chosen_ids for it in items] + [it.prompt_ids + it.rejected_ids for it in items]

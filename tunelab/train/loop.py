@@ -207,10 +207,8 @@ def _setup(config: RunConfig, resume: bool, force: bool):
 
 def _preflight(config: RunConfig, device: str, force: bool) -> None:
     """Refuse a run that cannot fit before anything heavy is loaded (the memory planner)."""
-    try:
-        from tunelab.memory.preflight import check_fits
-    except ImportError:  # planner not installed in this build
-        return
+    from tunelab.memory.preflight import check_fits
+
     free = None
     if device == "cuda":
         free, _ = torch.cuda.mem_get_info()
