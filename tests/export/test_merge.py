@@ -15,7 +15,7 @@ IDS = torch.tensor([[1, 5, 9, 100, 200, 300, 2, 7, 42, 77]])
 def _run_logits(run):
     from tunelab.models.load import load_run
 
-    loaded = load_run(run, device="cpu", dtype="fp32")
+    loaded = load_run(run, device="cpu", dtype="fp32", as_trained=True)  # NF4 layers: fp32 compute, as trained
     assert hasattr(loaded.model, "peft_config")  # really base + unmerged adapter
     with torch.no_grad():
         return loaded.model(input_ids=IDS).logits
@@ -85,3 +85,32 @@ def test_prompt_tuning_run_refuses_hf(tmp_path, tiny_path, capsys):
     assert "cannot be merged" in capsys.readouterr().err
     copied = export(run, "adapter", out=tmp_path / "adapter").path
     assert json.loads((copied / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
+
+
+def test_qlora_merges_into_the_dequantized_nf4_base(tmp_path, tiny_path):
+    """A QLoRA adapter was trained against dequant(NF4(W)), so the merge is W' = dequant(NF4(W)) + (α/r)·B·A.
+
+    Merging into the original W would add the rounding error NF4(W) − W back to every layer.
+    """
+    import bitsandbytes.functional as bnbf
+    from safetensors.torch import load_file
+
+    from tunelab.export import export
+
+    run = make_run(tmp_path, "qlora", adapter="qlora")
+    out = export(run, "hf", out=tmp_path / "hf").path
+    merged = load_file(out / "model.safetensors")
+    base = load_file(tiny_path / "model.safetensors")
+    adapter = load_file(run / "adapter" / "adapter_model.safetensors")
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    name = "model.layers.0.self_attn.q_proj"
+    w = base[f"{name}.weight"]
+    packed, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    dequantized = bnbf.dequantize_4bit(packed, state)
+    a = adapter[f"base_model.model.{name}.lora_A.weight"]
+    b = adapter[f"base_model.model.{name}.lora_B.weight"]
+    expected = dequantized + (config["lora_alpha"] / config["r"]) * b @ a
+    assert torch.allclose(merged[f"{name}.weight"], expected, atol=1e-6, rtol=0)
+    assert (dequantized - w).abs().max() > 1e-3  # the NF4 rounding is really there
+    # and the folder computes what the trained run (NF4 base + adapter, fp32 compute) computes
+    assert torch.allclose(_folder_logits(out), _run_logits(run), atol=1e-4, rtol=0)

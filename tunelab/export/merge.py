@@ -99,8 +99,9 @@ def load_merged(run_dir: Path, fmt: str) -> MergedRun:
 
     config = run_config(run_dir)
     refuse_unmergeable(config, run_dir, fmt)
-    # The base is loaded unquantized even for QLoRA: merging into NF4 codes would round the delta.
-    loaded = load_run(run_dir, device="cpu", dtype="fp32", merge=True, quantization="none")
+    # A QLoRA base is loaded in NF4 and dequantized (the weights its adapter was trained against),
+    # then the delta is added in fp32: re-quantizing after the merge would round the delta away.
+    loaded = load_run(run_dir, device="cpu", dtype="fp32", merge=True)
     model = loaded.model
     if hasattr(model, "peft_config"):
         raise ModelError(f"{run_dir}: the adapter could not be merged ({type(model).__name__})")

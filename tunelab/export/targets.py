@@ -74,7 +74,7 @@ def load_reference(run_dir: Path) -> Target:
     from tunelab.export.merge import eos_token_ids
     from tunelab.models.load import load_run
 
-    loaded = load_run(run_dir, device="cpu", dtype="fp32")
+    loaded = load_run(run_dir, device="cpu", dtype="fp32", as_trained=True)
     eos = eos_token_ids(loaded.tokenizer, getattr(loaded.model, "generation_config", None))
     return Target(run_dir.name, "run", run_dir, loaded.tokenizer, loaded.model, eos)
 

@@ -159,12 +159,20 @@ def load_run(
     dtype: str = "auto",
     merge: bool = False,
     quantization: str | None = None,
+    as_trained: bool = False,
 ) -> LoadedRun:
     """Load a finished run: the base with its trained adapter, or the fully fine-tuned model.
 
     The tokenizer (and so the chat template and EOS) is the one saved with the run. The base is
     quantized as it was in training (a QLoRA adapter sees the same NF4 base) unless
-    ``quantization`` says otherwise (e.g. ``"none"`` before merging).
+    ``quantization`` says otherwise.
+
+    ``merge=True`` folds the adapter into the weights it was trained against: for a quantized
+    base (QLoRA, int8) those are the *dequantized* codes, W' = dequant(Q(W)) + ΔW, not the
+    original W (merging into W would add the rounding error Q(W) − W back to every layer; on the
+    quickstart run that cost a third of the greedy tokens). ``as_trained=True`` keeps quantized
+    layers on bitsandbytes' differentiable path (fp32 dequantize + matmul, as in training)
+    instead of its bf16 CPU inference kernel, for exact comparisons.
     """
     from tunelab.config import load_config
 
@@ -182,6 +190,10 @@ def load_run(
 
         update = {"dtype": dtype} if quantization is None else {"dtype": dtype, "quantization": quantization}
         base, _ = load_model(config.model.model_copy(update=update), device=device)
+        if as_trained or merge:
+            _keep_4bit_weights_differentiable(base)  # before any forward: a repacked weight cannot be dequantized
+        if merge and getattr(base, "is_quantized", False):
+            base = base.dequantize()
         model = PeftModel.from_pretrained(base, str(adapter_folder))
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()

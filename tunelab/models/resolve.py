@@ -116,7 +116,7 @@ def _run_as_model(run_dir: Path) -> Path:
     if weights is None:
         raise ModelError(f"{run_dir}/adapter has no weights.\n  fix: finish or resume the run first")
     stat = weights.stat()
-    key = f"{run_dir.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{run_dir.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|merge-into-dequantized-base"
     folder = models_cache() / "runs" / f"{run_dir.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if (folder / "config.json").is_file():
         return folder
