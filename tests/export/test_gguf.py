@@ -69,7 +69,8 @@ def test_metadata_and_tokenizer(gguf_exports, hf_export, tiny_tokenizer):
     assert (field("llama.attention.head_count"), field("llama.attention.head_count_kv")) == (4, 2)
     shape = ("llama.block_count", "llama.embedding_length", "llama.rope.dimension_count")
     assert tuple(field(k) for k in shape) == (4, 64, 16)
-    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt2"
+    # llama.cpp ids (llama-vocab.cpp): tokenizer model "gpt2", pre-tokenizer "gpt-2" (an unknown id is refused)
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt-2"
     assert field("tokenizer.ggml.eos_token_id") == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert field("tokenizer.chat_template") == tiny_tokenizer.chat_template
     names = {t.name for t in reader.tensors}
@@ -136,3 +137,24 @@ def test_unsupported_architecture_is_refused(hf_export):
 
     with pytest.raises(ModelError, match="GGUF export supports"):
         _arch(SimpleNamespace(model_type="gpt2"))
+
+
+def test_llama_cpp_runs_the_f16_file_like_the_merged_model(gguf_exports, hf_export):
+    """llama.cpp itself (llama-cpp-python, optional) loads the file — metadata it does not know, such as
+    a pre-tokenizer id, makes it refuse — and computes the merged model's logits up to fp16 weight
+    rounding plus llama.cpp's own f16 arithmetic (measured 1.2e-3 on tiny; bound 2e-2)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(gguf_exports["f16"]), n_ctx=64, verbose=False, logits_all=True)
+    ids = IDS[0].tolist()
+    llm.eval(ids)
+    got = torch.from_numpy(np.array(llm.scores[: len(ids)])).float()
+    merged = _hf_model(hf_export)
+    assert (got - _logits(merged)).abs().max() < 2e-2
+    prompt = IDS[:, :6]
+    llm.reset()
+    tokens = []
+    for token in llm.generate(prompt[0].tolist(), temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        tokens.append(int(token))
+        if len(tokens) == 24:
+            break
+    assert tokens == _greedy(merged, prompt)

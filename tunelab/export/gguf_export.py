@@ -58,10 +58,14 @@ def _matches(spec: dict, node: dict) -> bool:
 
 
 def pre_tokenizer_name(tokenizer_json: dict) -> str:
-    """The llama.cpp pre-tokenizer id for this tokenizer.json (gpt2 regex, or digits-then-gpt2 = smollm)."""
+    """The llama.cpp pre-tokenizer id for this tokenizer.json (gpt2 regex, or digits-then-gpt2 = smollm).
+
+    The ids are llama.cpp's (``llama-vocab.cpp``): the GPT-2 split is ``gpt-2`` with a hyphen;
+    llama.cpp refuses to load a file with an id it does not know ("unknown pre-tokenizer type").
+    """
     pre = tokenizer_json.get("pre_tokenizer") or {}
     if _matches(_GPT2_BYTE_LEVEL, pre):
-        return "gpt2"
+        return "gpt-2"
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
     if len(steps) == 2 and all(_matches(s, n) for s, n in zip(_DIGITS_THEN_BYTE_LEVEL, steps, strict=True)):
         return "smollm"

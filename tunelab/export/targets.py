@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.errors import CheckpointError
+from tunelab.errors import CheckpointError, ModelError
 
 
 @dataclass
@@ -43,10 +43,13 @@ class Target:
         return _cut_at_eos(out[0, len(prompt_ids) :].tolist(), eos_ids)
 
     def logits(self, ids: list[int]):
-        """``(T, V)`` fp32 logits for ``ids`` (teacher forcing), or None when the backend has none."""
-        if self.kind == "llama.cpp":
-            return None
+        """``(T, V)`` fp32 logits for ``ids`` (teacher forcing)."""
         import torch
+
+        if self.kind == "llama.cpp":
+            self.model.reset()
+            self.model.eval(ids)
+            return torch.from_numpy(self.model.scores[: len(ids)].copy()).float()
 
         with torch.no_grad():
             x = torch.tensor([ids], device=self.model.device)
@@ -131,7 +134,14 @@ def _load_llama_cpp(target: Target) -> Target:
     from llama_cpp import Llama
     from transformers import AutoTokenizer
 
-    target.model = Llama(model_path=str(target.path), n_ctx=2048, verbose=False, seed=0)
+    try:  # logits_all: teacher-forced logits of every position, for the logit-difference check
+        target.model = Llama(model_path=str(target.path), n_ctx=2048, verbose=False, seed=0, logits_all=True)
+    except ValueError as err:
+        raise ModelError(
+            f"llama.cpp (llama-cpp-python) could not load {target.path}: {err}.\n"
+            "  fix: rerun with `python -c \"import llama_cpp; llama_cpp.Llama('FILE', verbose=True)\"` to see "
+            "llama.cpp's reason, and report it; transformers' GGUF reader was checked separately"
+        ) from None
     target.tokenizer = AutoTokenizer.from_pretrained(str(target.path.parent), gguf_file=target.path.name)
     target.eos_token_ids = gguf_eos_ids(target.path)
     _attach_modelfile(target)
@@ -166,7 +176,7 @@ def discover(path: Path) -> list[Target]:
     """Exports under ``path`` (an export folder, a .gguf file, or ``RUN/export``), unloaded."""
     found = _discover(path)
     if llama_cpp_available():
-        found += [Target(f"{t.name} (llama.cpp)", "llama.cpp", t.path) for t in found if t.kind == "gguf"]
+        found += [Target(t.name, "llama.cpp", t.path) for t in found if t.kind == "gguf"]
     return found
 
 
