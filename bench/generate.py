@@ -4,10 +4,12 @@ Rows (greedy, same prompt and token budget within each group, ratios against the
 the group, all measured in this run):
 
 * plain: transformers ``generate`` vs tunelab without KV cache vs tunelab with KV cache;
-* extraction (the answer copies the prompt): tunelab with cache vs + prompt-lookup drafting;
+* extraction: tunelab with cache vs + prompt-lookup drafting, on a request the model answers by
+  copying the prompt and on one it answers by paraphrasing (where drafting can only cost);
 * shared system prompt: first request (cold) vs a different question reusing the context
   cache of the long system prompt (time to first token is the number that moves);
-* llama.cpp on the bundled GGUF when llama-cpp-python is installed (skipped with a note).
+* plain group, when llama-cpp-python is installed: llama.cpp on GGUF files that tunelab exports
+  from the same weights (f16 and q8_0; same prompt token ids), so the ratio is engine against engine.
 
 Greedy speculation and context caching must not change the output: each row checks that its
 tokens equal the reference's. Run: ``python bench/generate.py [--tokens 48]``; results go to
@@ -85,21 +87,38 @@ def ours(gen: Generator, prompt, n, group, name, ref, **kwargs) -> tuple[Row, li
     return Row(group, name, t.new_tokens, t.total, t.time_to_first_token, same, note), result.tokens
 
 
-def llama_cpp_rows(prompt_text: str, n: int) -> list[Row]:
+def llama_cpp_rows(model, tokenizer, prompt: list[int], n: int, ref: list[int]) -> list[Row]:
+    """llama.cpp on GGUF files exported by tunelab from the same weights (f16 and q8_0), same prompt ids."""
     try:
         from llama_cpp import Llama
     except ImportError:
-        return [Row("llama.cpp", "llama.cpp (bundled GGUF)", 0, 0, 0, None, "skipped: pip install llama-cpp-python")]
-    from tunelab.models.resolve import bundled_gguf_path
+        return [Row("plain", "llama.cpp", 0, 0, 0, None, 'skipped: pip install -e ".[llama]"')]
+    import tempfile
 
-    llm = Llama(model_path=str(bundled_gguf_path()), n_ctx=2048, verbose=False)
-    start = time.perf_counter()
-    ttft = None
-    count = 0
-    for _ in llm(prompt_text, max_tokens=n, temperature=0, stream=True):
-        ttft = ttft or time.perf_counter() - start
-        count += 1
-    return [Row("llama.cpp", "llama.cpp (bundled GGUF, Q4_1)", count, time.perf_counter() - start, ttft or 0, None)]
+    from tunelab.export.gguf_export import write_gguf
+    from tunelab.export.merge import MergedRun, eos_token_ids
+
+    rows = []
+    merged = MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config))
+    with tempfile.TemporaryDirectory() as tmp:
+        for quant in ("f16", "q8_0"):
+            path = Path(tmp) / f"bundled-{quant}.gguf"
+            write_gguf(merged, path, quant, "bundled")
+            llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=torch.get_num_threads())
+            for _ in llm.generate(prompt[:8], temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+                break  # warm-up, not measured
+            tokens: list[int] = []
+            start = time.perf_counter()
+            ttft = 0.0
+            for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+                ttft = ttft or time.perf_counter() - start
+                tokens.append(int(token))
+                if len(tokens) == n:
+                    break
+            seconds = time.perf_counter() - start
+            rows.append(Row("plain", f"llama.cpp, tunelab GGUF {quant}", len(tokens), seconds, ttft,
+                            tokens == ref[: len(tokens)], "greedy on the exported file"))
+    return rows
 
 
 def run(n: int) -> list[Row]:
@@ -116,11 +135,15 @@ def run(n: int) -> list[Row]:
     rows.append(ours(no_cache, prompt, n, "plain", "tunelab, no KV cache", ref)[0])
     rows.append(ours(cached, prompt, n, "plain", "tunelab, KV cache", ref)[0])
 
-    extract = chat(tokenizer, f"{DOC}\n\nCopy the customer's full address and contact line exactly as written.")
-    base_row, base_tokens = ours(cached, extract, n, "extraction", "tunelab, KV cache", None)
-    rows.append(base_row)
-    rows.append(ours(cached, extract, n, "extraction", "tunelab + prompt lookup", base_tokens,
-                     speculation=Speculation("prompt_lookup", num_tokens=6, max_ngram=3))[0])
+    # Prompt lookup pays off only when the answer copies the prompt: the 135M model copies on the
+    # first request and paraphrases (drafts rejected, extra verify cost) on the second.
+    for group, ask in (("extraction (copies)", "Repeat the invoice above word for word."),
+                       ("extraction (paraphrases)", "Copy the customer's full address and contact line exactly.")):
+        extract = chat(tokenizer, f"{DOC}\n\n{ask}")
+        base_row, base_tokens = ours(cached, extract, n, group, "tunelab, KV cache", None)
+        rows.append(base_row)
+        rows.append(ours(cached, extract, n, group, "tunelab + prompt lookup", base_tokens,
+                         speculation=Speculation("prompt_lookup", num_tokens=6, max_ngram=3))[0])
 
     shared = Generator(model, tokenizer, prefix_cache=PrefixCache())
     q1 = chat(tokenizer, "My order 4471-B arrived broken. What now?", SYSTEM)
@@ -128,7 +151,7 @@ def run(n: int) -> list[Row]:
     ref2 = cached.generate(q2, SamplingParams(max_new_tokens=n)).tokens
     rows.append(ours(shared, q1, n, "shared system prompt", "first request (cold cache)", None)[0])
     rows.append(ours(shared, q2, n, "shared system prompt", "other question, context cache", ref2)[0])
-    rows += llama_cpp_rows(tokenizer.decode(prompt), n)
+    rows[3:3] = llama_cpp_rows(model, tokenizer, prompt, n, ref)  # after the plain group's rows
     return rows
 
 
