@@ -11,7 +11,10 @@ loop's CPU setting (fp32 master weights, bf16 autocast, AdamW):
   terms (activations + autocast copies + logits/loss + gradients − overlap). glibc is told to
   return large blocks to the OS (``MALLOC_MMAP_THRESHOLD_``) so RSS follows the tensors.
 
-Run: ``python bench/memory_train.py [method:batch:seq ...]`` (minutes per case on 2 busy cores).
+With gradient checkpointing (``method:batch:seq:ckpt``) "act" counts only what stays saved
+(block inputs); the step peak is the comparison that matters there.
+
+Run: ``python bench/memory_train.py [method:batch:seq[:ckpt] ...]`` (minutes per case on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from measure import saved_bytes  # noqa: E402
 from tunelab.memory import AdapterShape, TrainSpec, architecture_from_config, plan_training  # noqa: E402
 from tunelab.models.resolve import resolve_model  # noqa: E402
 
-CASES = [("lora", 1, 256), ("lora", 2, 256), ("lora", 2, 512), ("full", 1, 256), ("full", 2, 256),
-         ("prompt_tuning", 2, 256), ("freeze", 2, 512)]
+CASES = [("lora", 1, 256, False), ("lora", 2, 256, False), ("lora", 2, 512, False), ("full", 1, 256, False),
+         ("full", 2, 256, False), ("prompt_tuning", 2, 256, False), ("freeze", 2, 512, False),
+         ("lora", 2, 512, True), ("full", 2, 512, True)]
 
 
 def _status(field: str) -> int:
@@ -46,7 +50,7 @@ def _status(field: str) -> int:
     raise RuntimeError(field)
 
 
-def _model(path, adapter: str):
+def _model(path, adapter: str, checkpointing: bool = False):
     from peft import LoraConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -61,6 +65,8 @@ def _model(path, adapter: str):
             p.requires_grad_(False)
         for p in [*model.model.layers[-2:].parameters(), *model.model.norm.parameters()]:
             p.requires_grad_(True)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
 
@@ -76,9 +82,9 @@ def _step(model, optimizer, ids) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(path, arch, adapter: str, batch: int, seq: int) -> dict:
+def measure(path, arch, adapter: str, batch: int, seq: int, checkpointing: bool = False) -> dict:
     torch.manual_seed(0)
-    model = _model(path, adapter)
+    model = _model(path, adapter, checkpointing)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(0, arch.vocab_size, (batch, seq))
     _step(model, optimizer, ids)  # optimizer state now exists
@@ -89,11 +95,12 @@ def measure(path, arch, adapter: str, batch: int, seq: int) -> dict:
     _step(model, optimizer, ids)
     peak = _status("VmHWM") - before
     plan = plan_training(TrainSpec(arch=arch, adapter=adapter, batch_size=batch, seq_len=seq, precision="mixed",
-                                   device="cpu", masked=False, shape=AdapterShape()))
+                                   device="cpu", masked=False, shape=AdapterShape(),
+                                   gradient_checkpointing=checkpointing))
     transient = plan.activations + plan.weight_copies + plan.logits + plan.gradients + plan.overlap
     del model, optimizer
     gc.collect()
-    return {"method": adapter, "batch": batch, "seq": seq,
+    return {"method": adapter + ("+ckpt" if checkpointing else ""), "batch": batch, "seq": seq,
             "act_pred": plan.activations, "act_meas": saved.activations,
             "peak_pred": transient, "peak_meas": peak}
 
@@ -105,10 +112,10 @@ def main() -> None:
     mib = 2**20
     print(f"{'method':<14}{'B':>3}{'T':>5} | {'act pred':>9}{'act meas':>9}{'ratio':>7} | "
           f"{'step pred':>10}{'step meas':>10}{'ratio':>7}   (MiB)")
-    cases = [(a, int(b), int(t)) for a, b, t in (arg.split(":") for arg in sys.argv[1:])] or CASES
-    for adapter, batch, seq in cases:
-        r = measure(path, arch, adapter, batch, seq)
-        print(f"{adapter:<14}{batch:>3}{seq:>5} | {r['act_pred'] / mib:>9.1f}{r['act_meas'] / mib:>9.1f}"
+    cases = [(a, int(b), int(t), ck == ["ckpt"]) for a, b, t, *ck in (arg.split(":") for arg in sys.argv[1:])] or CASES
+    for adapter, batch, seq, checkpointing in cases:
+        r = measure(path, arch, adapter, batch, seq, checkpointing)
+        print(f"{r['method']:<14}{batch:>3}{seq:>5} | {r['act_pred'] / mib:>9.1f}{r['act_meas'] / mib:>9.1f}"
               f"{r['act_pred'] / r['act_meas']:>7.3f} | {r['peak_pred'] / mib:>10.1f}{r['peak_meas'] / mib:>10.1f}"
               f"{r['peak_pred'] / r['peak_meas']:>7.3f}", flush=True)
 

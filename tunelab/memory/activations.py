@@ -214,13 +214,28 @@ def mask_bytes(setup: ActivationSetup, seq: int) -> float:
     return seq * seq * (setup.compute_bytes if setup.attention == "eager" else 1)
 
 
+def checkpoint_bytes(setup: ActivationSetup, batch: int, seq: int) -> float:
+    """With gradient checkpointing, the block inputs kept through the step: ``N · G · r · h``."""
+    tokens = batch * (seq + setup.trainable.extra_tokens)
+    return tokens * setup.trainable.grad_layers * setup.residual_bytes * setup.arch.hidden_size
+
+
+def recompute_bytes(setup: ActivationSetup, batch: int, seq: int) -> float:
+    """With gradient checkpointing, one block's saved tensors rebuilt in backward: ``N · layer + B · (quad + mask)``."""
+    seq_total = seq + setup.trainable.extra_tokens
+    if setup.trainable.grad_layers == 0:
+        return 0.0
+    quad = attention_quadratic_bytes(setup, seq_total) + mask_bytes(setup, seq_total)
+    return batch * seq_total * layer_bytes(setup) + batch * quad
+
+
 def activation_bytes(setup: ActivationSetup, batch: int, seq: int, checkpointing: bool = False) -> float:
     """Saved-for-backward bytes of one micro-batch of ``batch`` rows × ``seq`` tokens.
 
     Without checkpointing: ``N · (G · layer + head) + B · G · quadratic + B · mask`` with
     ``N = B · (T + virtual tokens)`` and ``G`` the blocks that need gradients.
     With checkpointing: ``N · (G · r · h + layer + head) + B · (quadratic + mask)`` — every block's
-    input plus one block recomputed at a time.
+    input (:func:`checkpoint_bytes`) plus one block recomputed at a time.
     """
     t = setup.trainable
     seq_total = seq + t.extra_tokens
@@ -231,14 +246,37 @@ def activation_bytes(setup: ActivationSetup, batch: int, seq: int, checkpointing
     per_row = mask_bytes(setup, seq_total)
     quad = attention_quadratic_bytes(setup, seq_total)
     if checkpointing:
-        kept = grad_layers * setup.residual_bytes * setup.arch.hidden_size + layer_bytes(setup)
-        return tokens * (kept + head_bytes(setup)) + batch * (quad + per_row)
+        return checkpoint_bytes(setup, batch, seq) + recompute_bytes(setup, batch, seq) + tokens * head_bytes(setup)
     blocks = grad_layers * layer_bytes(setup) - first_layer_savings(setup)
     return tokens * (blocks + head_bytes(setup)) + batch * (grad_layers * quad + per_row)
 
 
-def logits_bytes(vocab: int, tokens: int, compute_bytes: float) -> float:
-    """Output head and loss: 16-bit logits + fp32 copy + fp32 log-softmax in forward (``c + 8``),
-    then the fp32 log-softmax, its gradient and the input gradient in backward (``12``): the peak
-    is ``tokens · V · max(c + 8, 12)``."""
+def quantized_input_bytes(setup: ActivationSetup, head_quantized: bool = False) -> float:
+    """Per token: inputs that bitsandbytes < 0.45 keeps for every 4-bit linear whose input needs a gradient.
+
+    Its ``MatMul4Bit`` stored ``ctx.tensors = (A, B)`` although backward never reads ``A`` (a
+    frozen bf16 ``nn.Linear`` keeps only its weight). Per block the distinct inputs are the
+    attention input (shared by q/k/v), the o_proj input, the MLP input (shared by gate/up) and
+    the down_proj input, ``c · (h + q + h + i)``; the lowest block's q/k/v input needs no
+    gradient; a quantized head adds its input ``c · h``. bitsandbytes 0.45+ stores ``(None, B)``.
+    """
+    a, c, t = setup.arch, setup.compute_bytes, setup.trainable
+    per_block = c * (2 * a.hidden_size + a.q_dim + a.intermediate_size)
+    first = 0 if t.first_input_grad else c * a.hidden_size
+    return t.grad_layers * per_block - first + (c * a.hidden_size if head_quantized else 0)
+
+
+def logits_bytes(vocab: int, tokens: int, compute_bytes: float, loss: str = "full") -> float:
+    """Output head and loss.
+
+    ``full`` (transformers, peft, TRL): 16-bit logits + fp32 copy + fp32 log-softmax in forward
+    (``c + 8``), then the fp32 log-softmax, its gradient and the input gradient in backward
+    (``12``): the peak is ``tokens · V · max(c + 8, 12)``. ``chunked``: a compiled loss that
+    upcasts one chunk at a time (torchtune's ``CEWithChunkedOutputLoss``) keeps only the 16-bit
+    logits, ``tokens · V · c``.
+    """
+    if loss == "chunked":
+        return tokens * vocab * compute_bytes
+    if loss != "full":
+        raise ConfigError(f"loss: unknown '{loss}'. Valid: full, chunked")
     return tokens * vocab * max(compute_bytes + 8, 12)

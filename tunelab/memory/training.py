@@ -4,8 +4,9 @@ The peak of a training step is reached at the start of backward, when every save
 and the loss tensors are alive, or at its end, when the gradients are all written; with
 ``set_to_none`` gradients and no accumulation these two never coexist, so the planner adds
 them and subtracts the smaller of the two (the ``overlap`` row) — except the output head's
-gradient, which backward writes first, while every activation is still alive. Weights, optimizer state and
-other models are resident throughout.
+gradient, which backward writes first, while every activation is still alive. With gradient
+checkpointing the loss tensors are freed before the top block is recomputed, so of those two
+the larger counts. Weights, optimizer state and other models are resident throughout.
 
 Precision modes (``precision``):
 
@@ -27,10 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tunelab.errors import ConfigError
-from tunelab.memory.activations import ActivationSetup, activation_bytes, logits_bytes
+from tunelab.memory.activations import (
+    ActivationSetup,
+    activation_bytes,
+    checkpoint_bytes,
+    logits_bytes,
+    quantized_input_bytes,
+    recompute_bytes,
+)
 from tunelab.memory.arch import Architecture, count_parameters
 from tunelab.memory.estimate import GIB, MemoryEstimate
-from tunelab.memory.formats import kv_cache_bytes, weight_bytes
+from tunelab.memory.formats import kv_cache_bytes, nf4_bits_per_weight, weight_bytes
 from tunelab.memory.optimizers import optimizer_bytes
 from tunelab.memory.sharding import shard
 from tunelab.memory.trainable import AdapterShape, Trainable, trainable
@@ -72,6 +80,17 @@ class TrainSpec:
     sharding: str = "none"  # none | ddp | zero1 | zero2 | zero3 | fsdp
     offload: bool = False
     overhead: float = DEFAULT_OVERHEAD
+    # How the training code spends memory around the model. The defaults are tunelab's stack
+    # (transformers + peft + bitsandbytes >= 0.45); other toolkits' recipes set them
+    # (bench/memory_published.py: torchtune, LitGPT), so their published peaks can be checked.
+    adapter_bytes: float = 4  # peft keeps adapters (and so their grads and moments) in fp32; bf16-true toolkits in 2
+    loss: str = "full"  # "full" log-softmax over the vocabulary, or "chunked" (16-bit logits only)
+    optimizer_in_backward: bool = False  # each tensor stepped in its gradient hook: one gradient alive at a time
+    offload_activations: bool = False  # checkpointed block inputs (without checkpointing: all but one block) on CPU
+    quantized_inputs_saved: bool = False  # bitsandbytes < 0.45: MatMul4Bit keeps the input of every 4-bit linear
+    keeps_previous_graph: bool = False  # the loop holds last step's output until the next forward returns
+    quantize_head: bool = False  # the output head is quantized too (Lightning Fabric's bitsandbytes plugin)
+    dequant_copies: int = 1  # full-size copies per dequantized weight (Fabric: fp16 quant state + 16-bit cast = 2)
 
 
 @dataclass(frozen=True)
@@ -165,28 +184,45 @@ def _base_weight_bytes(spec: TrainSpec, t: Trainable) -> float:
     if spec.quantization != "none":
         if spec.adapter in ("full", "freeze"):
             raise ConfigError(f"adapter {spec.adapter} trains base weights, which cannot be quantized")
-        return _frozen_model_bytes(spec.arch, spec)
+        total = _frozen_model_bytes(spec.arch, spec)
+        if spec.quantize_head and spec.quantization == "nf4":
+            head = count_parameters(spec.arch).lm_head  # 0 when tied to the embeddings
+            total += head * (nf4_bits_per_weight(spec.double_quant) / 8 - param_bytes)
+        return total
     return count_parameters(spec.arch).total * param_bytes
+
+
+def _dequant_bytes(spec: TrainSpec) -> float:
+    """bitsandbytes dequantizes a 4/8-bit weight to full size for each matmul (forward and backward);
+    the largest such weight (the head when it is quantized) sets the transient."""
+    if spec.quantization == "none":
+        return 0.0
+    a = spec.arch
+    largest = max(lin.weight_numel for lin in a.layer_linears())
+    if spec.quantize_head and count_parameters(a).lm_head:
+        largest = max(largest, a.vocab_size * a.hidden_size)
+    return spec.dequant_copies * PRECISIONS[spec.precision][1] * largest
 
 
 def _weight_copies(spec: TrainSpec, t: Trainable) -> float:
     """Autocast casts each fp32 linear weight to 16 bits per forward; backward keeps the copies.
 
     Without checkpointing: every linear of the blocks that need gradients plus the output head.
-    With checkpointing frozen copies are recomputed, but autocast's cache still holds trained ones.
+    With checkpointing the blocks' frozen copies are recomputed, but autocast's cache still holds
+    trained ones, and the head (outside the checkpointed blocks) keeps its copy for backward.
+    bitsandbytes layers dequantize themselves (:func:`_dequant_bytes`); only the head is cast.
     """
     param_bytes, c, autocast = PRECISIONS[spec.precision]
     a = spec.arch
     if not autocast:
         return 0.0
-    if spec.quantization != "none":  # bitsandbytes layers dequantize themselves; only the head is cast
-        return 0.0 if spec.gradient_checkpointing else c * a.vocab_size * a.hidden_size
+    head = c * a.vocab_size * a.hidden_size
+    if spec.quantization != "none":
+        return head
     per_layer = sum(lin.weight_numel for lin in a.layer_linears())
-    head = a.vocab_size * a.hidden_size
     if spec.gradient_checkpointing:
-        trained = per_layer * t.grad_layers if t.base_trained else 0
-        return c * (trained + (head if spec.adapter == "full" else 0))
-    return c * (per_layer * t.grad_layers + head)
+        return c * per_layer * t.grad_layers * t.base_trained + head
+    return c * per_layer * t.grad_layers + head
 
 
 def _activation_setup(spec: TrainSpec, t: Trainable) -> ActivationSetup:
@@ -201,6 +237,7 @@ def _activation_setup(spec: TrainSpec, t: Trainable) -> ActivationSetup:
         masked=spec.masked,
         lora_rank=spec.shape.r,
         lora_dropout=spec.shape.dropout > 0,
+        adapter_bytes=spec.adapter_bytes,
         device=spec.device,
     )
 
@@ -218,28 +255,43 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     t = trainable(spec.arch, spec.adapter, spec.shape)
     m = METHODS[spec.method](spec)
     param_bytes, c, _ = PRECISIONS[spec.precision]
-    trained_bytes = 4 if t.adapter else param_bytes  # peft keeps adapters in fp32
+    trained_bytes = spec.adapter_bytes if t.adapter else param_bytes
     counts = count_parameters(spec.arch)
     rows = spec.batch_size * m.rows
     setup = _activation_setup(spec, t)
     activations = activation_bytes(setup, rows, spec.seq_len, spec.gradient_checkpointing)
     tokens = rows * (spec.seq_len + t.extra_tokens)
-    logits = (logits_bytes(spec.arch.vocab_size, tokens, c) if m.vocab_logits else 0.0) + m.extra_logits
+    vocab_logits = logits_bytes(spec.arch.vocab_size, tokens, c, spec.loss) if m.vocab_logits else 0.0
+    logits = vocab_logits + m.extra_logits
+    offloaded = _offloaded_activations(spec, setup, rows, activations)
+    activations -= offloaded
+    kept_inputs = tokens * quantized_input_bytes(setup, spec.quantize_head) if _bnb_keeps_inputs(spec) else 0.0
+    # The previous step's graph lives until the next forward returns: its ctx-held tensors
+    # (not freed by backward) and its 16-bit logits.
+    retained = kept_inputs + (tokens * spec.arch.vocab_size * c if m.vocab_logits else 0.0)
+    activations += kept_inputs + (retained if spec.keeps_previous_graph else 0.0)
     base = _base_weight_bytes(spec, t)
     adapter = t.numel * trained_bytes if t.adapter else 0.0
     gradients = t.numel * trained_bytes
+    if spec.optimizer_in_backward:  # stepped and freed in its hook: the largest tensor at a time
+        gradients = max(t.sizes, default=0) * trained_bytes
     optimizer = optimizer_bytes(spec.optimizer, t.sizes, trained_bytes)
-    copies = _weight_copies(spec, t)
+    copies = _weight_copies(spec, t) + _dequant_bytes(spec)
     sharded = shard(spec.sharding, spec.gpus, spec.offload, weights=base, gradients=gradients, optimizer=optimizer)
-    transient = activations + logits + copies
+    # With checkpointing the loss backward frees the logits before the top block is recomputed:
+    # the two are never alive together, the peak holds the larger.
+    phases = -min(logits, recompute_bytes(setup, rows, spec.seq_len)) if spec.gradient_checkpointing else 0.0
+    transient = activations + logits + copies + phases
     # The output head's gradient is written first, while every activation is still alive.
     head_grad = spec.arch.vocab_size * spec.arch.hidden_size * trained_bytes if spec.adapter == "full" else 0.0
     freed_first = max(0.0, sharded.gradients - head_grad * sharded.gradients / max(gradients, 1.0))
-    overlap = -min(transient, freed_first) if spec.gradient_accumulation == 1 else 0.0
-    notes = [f"precision {spec.precision}: params {param_bytes:g} B, compute {c:g} B; adapters fp32"]
+    overlap = phases - (min(transient, freed_first) if spec.gradient_accumulation == 1 else 0.0)
+    adapters = "fp32" if spec.adapter_bytes == 4 else f"{spec.adapter_bytes:g} B"
+    notes = [f"precision {spec.precision}: params {param_bytes:g} B, compute {c:g} B; adapters {adapters}"]
     if m.note:
         notes.append(m.note)
     notes += list(sharded.notes)
+    notes += _recipe_notes(spec, offloaded, retained)
     return MemoryEstimate(
         weights=sharded.weights,
         adapter=adapter,
@@ -255,10 +307,43 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
         params=counts.total,
         trainable=t.numel,
         seed_bits=_seed_bits(spec),
-        cpu_offload=sharded.cpu_offload,
+        cpu_offload=sharded.cpu_offload + offloaded,
         details=_details(spec, t, rows, tokens),
         notes=tuple(notes),
     )
+
+
+def _bnb_keeps_inputs(spec: TrainSpec) -> bool:
+    return spec.quantized_inputs_saved and spec.quantization == "nf4"
+
+
+def _offloaded_activations(spec: TrainSpec, setup: ActivationSetup, rows: int, activations: float) -> float:
+    """Saved activations moved to CPU RAM: the block inputs under checkpointing, else all but one block's."""
+    if not spec.offload_activations:
+        return 0.0
+    if spec.gradient_checkpointing:
+        return checkpoint_bytes(setup, rows, spec.seq_len)
+    one_block = activation_bytes(setup, rows, spec.seq_len, checkpointing=True) - checkpoint_bytes(
+        setup, rows, spec.seq_len
+    )
+    return max(0.0, activations - one_block)
+
+
+def _recipe_notes(spec: TrainSpec, offloaded: float, retained: float) -> list[str]:
+    notes = []
+    if spec.loss == "chunked":
+        notes.append("chunked loss: only the 16-bit logits are kept")
+    if spec.optimizer_in_backward:
+        notes.append("optimizer step in backward: one gradient alive at a time")
+    if offloaded:
+        notes.append(f"activation offloading: {offloaded / GIB:.2f} GiB of saved activations in CPU RAM")
+    if _bnb_keeps_inputs(spec):
+        notes.append("bitsandbytes < 0.45 keeps the input of every 4-bit linear")
+    if spec.keeps_previous_graph:
+        notes.append(f"the previous step's graph is alive at the end of forward ({retained / GIB:.2f} GiB)")
+    if spec.quantize_head and spec.quantization != "none":
+        notes.append("output head quantized and dequantized per call")
+    return notes
 
 
 def _seed_bits(spec: TrainSpec) -> float:
@@ -273,7 +358,7 @@ def _details(spec: TrainSpec, t: Trainable, rows: int, tokens: int) -> dict[str,
     ckpt = "with" if spec.gradient_checkpointing else "without"
     return {
         "weights": f"{count_parameters(spec.arch).total:,} params, quantization {spec.quantization}",
-        "adapter": f"{spec.adapter}: {t.numel:,} trainable params (fp32)" if t.adapter else "",
+        "adapter": f"{spec.adapter}: {t.numel:,} trainable params ({spec.adapter_bytes:g} B each)" if t.adapter else "",
         "gradients": f"{t.numel:,} trained params",
         "optimizer": spec.optimizer,
         "activations": f"{rows} rows × {spec.seq_len} tokens, {t.grad_layers} blocks, {spec.attention}, "
