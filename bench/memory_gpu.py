@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +25,9 @@ from tunelab.memory import AdapterShape, TrainSpec, plan_training
 from tunelab.memory.sources import _presets, load_model_source
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "memory"))
+from measure import train_step  # noqa: E402 - the step bench/memory_train.py measures on CPU
+
 CASES = ["smollm2-360m:lora:4:1024", "smollm2-360m:full:2:1024", "llama-3.2-1b:lora:2:2048",
          "llama-3.2-1b:lora:2:2048:ckpt", "llama-3.2-1b:qlora:2:2048", "llama-3.2-1b:full:1:1024",
          "llama-3.2-3b:qlora:4:1024:ckpt"]
@@ -46,7 +49,8 @@ def build(model: str, adapter: str, device: str, checkpointing: bool):
         folder = ROOT / "bench" / "results" / f"_tmp-{model}"
         model_.save_pretrained(folder)
         del model_
-        torch.cuda.empty_cache() if device == "cuda" else None
+        if device == "cuda":
+            torch.cuda.empty_cache()
         model_ = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, device_map={"": device})
         shutil.rmtree(folder)
     if checkpointing:
@@ -59,16 +63,6 @@ def build(model: str, adapter: str, device: str, checkpointing: bool):
     return model_
 
 
-def step(model, optimizer, ids) -> None:
-    logits = model(input_ids=ids).logits
-    shift = logits[:, :-1, :].float()
-    loss = torch.nn.functional.cross_entropy(shift.reshape(-1, shift.size(-1)), ids[:, 1:].reshape(-1))
-    del logits, shift
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def run_case(case: str, device: str) -> dict:
     model_name, adapter, batch, seq, *rest = case.split(":")
     batch, seq, checkpointing = int(batch), int(seq), rest == ["ckpt"]
@@ -76,16 +70,16 @@ def run_case(case: str, device: str) -> dict:
     spec = TrainSpec(arch=arch, adapter=adapter, batch_size=batch, seq_len=seq, precision="bf16", device="cuda",
                      quantization="nf4" if adapter == "qlora" else "none", gradient_checkpointing=checkpointing,
                      shape=AdapterShape(r=8, dropout=0.05), overhead=0.0)
-    plan = plan_training(replace(spec))
+    plan = plan_training(spec)
     model = build(model_name, adapter, device, checkpointing)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(0, arch.vocab_size, (batch, seq), device=device)
-    step(model, optimizer, ids)
+    train_step(model, optimizer, ids)
     measured = None
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        step(model, optimizer, ids)
+        train_step(model, optimizer, ids)
         torch.cuda.synchronize()
         measured = torch.cuda.max_memory_allocated()
     del model, optimizer

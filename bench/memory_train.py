@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "memory"))
 
 import torch  # noqa: E402 - after the re-exec above
-from measure import saved_bytes  # noqa: E402
+from measure import saved_bytes, train_step  # noqa: E402
 
 from tunelab.memory import AdapterShape, TrainSpec, architecture_from_config, plan_training  # noqa: E402
 from tunelab.models.resolve import resolve_model  # noqa: E402
@@ -71,28 +71,17 @@ def _model(path, adapter: str, checkpointing: bool = False):
     return model
 
 
-def _step(model, optimizer, ids) -> None:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(input_ids=ids).logits[:, -ids.shape[1]:, :]
-        shift = logits[:, :-1, :].float()
-        loss = torch.nn.functional.cross_entropy(shift.reshape(-1, shift.size(-1)), ids[:, 1:].reshape(-1))
-    del logits, shift
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def measure(path, arch, adapter: str, batch: int, seq: int, checkpointing: bool = False) -> dict:
     torch.manual_seed(0)
     model = _model(path, adapter, checkpointing)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ids = torch.randint(0, arch.vocab_size, (batch, seq))
-    _step(model, optimizer, ids)  # optimizer state now exists
+    train_step(model, optimizer, ids, "cpu")  # optimizer state now exists
     saved = saved_bytes(model, {"input_ids": ids}, autocast=True, vocab=arch.vocab_size)
     gc.collect()
     before = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
-    _step(model, optimizer, ids)
+    train_step(model, optimizer, ids, "cpu")
     peak = _status("VmHWM") - before
     plan = plan_training(TrainSpec(arch=arch, adapter=adapter, batch_size=batch, seq_len=seq, precision="mixed",
                                    device="cpu", masked=False, shape=AdapterShape(),

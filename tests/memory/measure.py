@@ -1,4 +1,4 @@
-"""Measure what autograd keeps for backward, by tensor storage (used by tests and bench/memory_train.py).
+"""Measure what autograd keeps for backward, by tensor storage (used by tests and the bench/memory_*.py scripts).
 
 ``saved_tensors_hooks`` sees every tensor an op saves; counting each storage once (and never
 a parameter's own storage) gives the bytes the forward pass leaves alive for backward. Saved
@@ -8,6 +8,7 @@ parameter (or its transpose) whose first dimension is not the batch or token cou
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -48,3 +49,17 @@ def saved_bytes(model, batch: dict, *, autocast: bool, vocab: int) -> Saved:
     for nbytes, kind in seen.values():
         total[kind] += nbytes
     return Saved(total["act"], total["copy"], total["logits"])
+
+
+def train_step(model, optimizer, ids, autocast_device: str | None = None) -> None:
+    """One causal-LM step as the planner models it: fp32 shifted cross-entropy over the whole
+    vocabulary, backward, optimizer step, gradients set to None; bf16 autocast on ``autocast_device``."""
+    cast = torch.autocast(autocast_device, dtype=torch.bfloat16) if autocast_device else nullcontext()
+    with cast:
+        logits = model(input_ids=ids).logits[:, -ids.shape[1] :, :]  # prompt tuning prepends virtual tokens
+        shift = logits[:, :-1, :].float()
+        loss = torch.nn.functional.cross_entropy(shift.reshape(-1, shift.size(-1)), ids[:, 1:].reshape(-1))
+    del logits, shift
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ from tunelab.memory.activations import (
     ActivationSetup,
     activation_bytes,
     checkpoint_bytes,
+    head_bytes,
     logits_bytes,
     quantized_input_bytes,
     recompute_bytes,
@@ -323,10 +324,9 @@ def _offloaded_activations(spec: TrainSpec, setup: ActivationSetup, rows: int, a
         return 0.0
     if spec.gradient_checkpointing:
         return checkpoint_bytes(setup, rows, spec.seq_len)
-    one_block = activation_bytes(setup, rows, spec.seq_len, checkpointing=True) - checkpoint_bytes(
-        setup, rows, spec.seq_len
-    )
-    return max(0.0, activations - one_block)
+    tokens = rows * (spec.seq_len + setup.trainable.extra_tokens)
+    on_device = recompute_bytes(setup, rows, spec.seq_len) + tokens * head_bytes(setup)
+    return max(0.0, activations - on_device)
 
 
 def _recipe_notes(spec: TrainSpec, offloaded: float, retained: float) -> list[str]:
