@@ -1,26 +1,30 @@
-"""Training methods: one small module per method, listed in an explicit registry."""
+"""Training methods: one small module per method, listed in an explicit registry.
+
+:data:`METHODS` maps a method name to its :class:`~tunelab.methods.base.Method` class,
+imported lazily so that the config, the planner and ``tunelab config explain`` never import
+torch. The typed options of each method (``method_args``) are in :mod:`tunelab.methods.args`
+under the same names.
+"""
 
 from __future__ import annotations
 
-from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
-# name -> "module:Class"; imported lazily so that `tunelab plan` never imports torch.
-METHODS: dict[str, str] = {
-    "sft": "tunelab.methods.sft:SFT",
-    "dpo": "tunelab.methods.preference:DPO",
-    "simpo": "tunelab.methods.preference:SimPO",
-    "orpo": "tunelab.methods.preference:ORPO",
-    "kto": "tunelab.methods.kto:KTO",
-    "reward": "tunelab.methods.reward:RewardModel",
-    "ppo": "tunelab.methods.ppo:PPO",
-}
+#: method name -> Method class ("module:Class", imported on first get).
+METHODS: Registry[type] = Registry("method", key="method")
+METHODS.lazy("sft", "tunelab.methods.sft:SFT")
+METHODS.lazy("dpo", "tunelab.methods.preference:DPO")
+METHODS.lazy("simpo", "tunelab.methods.preference:SimPO")
+METHODS.lazy("orpo", "tunelab.methods.preference:ORPO")
+METHODS.lazy("kto", "tunelab.methods.kto:KTO")
+METHODS.lazy("reward", "tunelab.methods.reward:RewardModel")
+METHODS.lazy("ppo", "tunelab.methods.ppo:PPO")
 
 
-def get_method(name: str):
-    """The Method class registered as ``name``."""
-    import importlib
+def get_method(name: str) -> type:
+    """The Method class registered as ``name``.
 
-    if name not in METHODS:
-        raise ConfigError(f"method: unknown method '{name}'. Valid methods: {', '.join(sorted(METHODS))}")
-    module_name, cls_name = METHODS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    Raises:
+        ConfigError: unknown name (lists the valid ones and the closest).
+    """
+    return METHODS.get(name)

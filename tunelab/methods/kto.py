@@ -20,25 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from tunelab.errors import ConfigError
+from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import completion_logps, prompt_completion_batch
 from tunelab.methods.losses import kto_kl_estimate, kto_loss
-from tunelab.methods.preference import alignment_datasets, validate_args, weighted_means
+from tunelab.methods.preference import alignment_datasets, weighted_means
 from tunelab.methods.reference import Reference
-
-
-class KTOArgs(BaseModel):
-    """``method_args`` of ``method: kto``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the implicit reward.")
-    desirable_weight: float = Field(1.0, gt=0, description="Weight of desirable examples (λ_D).")
-    undesirable_weight: float = Field(1.0, gt=0, description="Weight of undesirable examples (λ_U).")
 
 
 class KTO(Method):
@@ -47,7 +37,7 @@ class KTO(Method):
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):
         super().__init__(config, model, tokenizer, run_dir)
-        self.args = validate_args(KTOArgs, config.method_args, self.name)
+        self.args = parse_method_args(self.name, config.method_args)
         if config.training.micro_batch_size < 2:
             raise ConfigError(
                 "training.micro_batch_size must be >= 2 for method=kto: the KL reference point pairs each "

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from tunelab.errors import ConfigError
+from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import check_body_adapter, hidden_and_logits, is_peft, reference_mode, token_logps
 from tunelab.methods.ppo_math import (
@@ -38,37 +38,9 @@ from tunelab.methods.ppo_math import (
     masked_mean,
     whiten,
 )
-from tunelab.methods.preference import alignment_datasets, validate_args
+from tunelab.methods.preference import alignment_datasets
 from tunelab.methods.reference import loop_autocast
 from tunelab.methods.value_head import attach_head
-
-
-class PPOArgs(BaseModel):
-    """``method_args`` of ``method: ppo``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reward_model: str | None = Field(None, description="Run folder of a finished method: reward run.")
-    reward_function: str | None = Field(None, description="Name of a registered rule-based reward function.")
-    rollout_batch_size: int = Field(16, ge=2, description="Prompts per rollout.")
-    ppo_epochs: int = Field(2, ge=1, description="Passes over each rollout.")
-    max_new_tokens: int = Field(32, ge=1, description="Longest generated completion.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling of rollouts (0 = off).")
-    kl_coef: float = Field(0.05, ge=0, description="β of the per-token KL penalty (initial value if adaptive).")
-    target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (null = fixed β).")
-    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL controller horizon.")
-    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
-    cliprange: float = Field(0.2, gt=0, description="Policy ratio clip ε.")
-    cliprange_value: float = Field(0.2, gt=0, description="Value clip.")
-    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
-
-    @model_validator(mode="after")
-    def _one_reward(self) -> PPOArgs:
-        if (self.reward_model is None) == (self.reward_function is None):
-            raise ValueError("set exactly one of reward_model (a reward run folder) or reward_function (a name)")
-        return self
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -96,7 +68,7 @@ class PPO(Method):
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):
         super().__init__(config, model, tokenizer, run_dir)
-        self.args = validate_args(PPOArgs, config.method_args, self.name)
+        self.args = parse_method_args(self.name, config.method_args)
         check_body_adapter(config.adapter.type, self.name)
         if not is_peft(model):
             raise ConfigError(

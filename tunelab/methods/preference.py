@@ -18,43 +18,15 @@ copy of the base weights with an adapter; reference = adapter-off base).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
-from tunelab.errors import ConfigError
+from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import completion_logps, prompt_completion_batch
 from tunelab.methods.losses import LossOutput, LossParams, PairLogps, get_loss
-
-
-class PreferenceArgs(BaseModel):
-    """``method_args`` of dpo / simpo / orpo."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    loss: str = Field("sigmoid", description="sigmoid (DPO), ipo, hinge, robust, simpo, orpo.")
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the implicit reward (SimPO: scale).")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust: assumed label-flip rate.")
-    gamma: float = Field(0.5, ge=0, description="SimPO target reward margin.")
-    orpo_lambda: float = Field(0.1, gt=0, description="ORPO weight of the log odds-ratio term.")
-    precompute_reference: bool = Field(False, description="Compute reference log-probs once before training.")
-
-
-def validate_args(model: type[BaseModel], raw: dict[str, Any], method: str) -> Any:
-    """Validate ``method_args`` with ``model``; every problem in one ConfigError."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"method_args of method={method}: {err.error_count()} problem(s)"]
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  method_args.{key}: {msg}")
-        lines.append(f"  valid keys: {', '.join(model.model_fields)}")
-        raise ConfigError("\n".join(lines)) from None
 
 
 def alignment_datasets(method: Method, kind: str) -> Datasets:
@@ -100,15 +72,14 @@ def pair_metrics(out: LossOutput) -> dict[str, float]:
 
 
 class Preference(Method):
-    """Shared DPO-family method; subclasses only change the default loss."""
+    """Shared DPO-family method; subclasses only change the name (and so the default loss of
+    their ``method_args`` schema in :mod:`tunelab.methods.args`)."""
 
     name = "dpo"
-    default_loss: ClassVar[str] = "sigmoid"
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):
         super().__init__(config, model, tokenizer, run_dir)
-        raw = {"loss": self.default_loss, **config.method_args}
-        self.args = validate_args(PreferenceArgs, raw, self.name)
+        self.args = parse_method_args(self.name, config.method_args)
         self.spec = get_loss(self.args.loss)
         self.params = LossParams(self.args.beta, self.args.label_smoothing, self.args.gamma, self.args.orpo_lambda)
         self.reference = None
@@ -188,15 +159,12 @@ class Preference(Method):
 
 class DPO(Preference):
     name = "dpo"
-    default_loss = "sigmoid"
     needs_reference = True
 
 
 class SimPO(Preference):
     name = "simpo"
-    default_loss = "simpo"
 
 
 class ORPO(Preference):
     name = "orpo"
-    default_loss = "orpo"

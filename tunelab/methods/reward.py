@@ -23,24 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.methods.logprobs import check_body_adapter, hidden_and_logits, last_token_index, pad_right
 from tunelab.methods.losses import LossOutput, bradley_terry_loss
-from tunelab.methods.preference import alignment_datasets, evaluate_weighted, pair_metrics, validate_args
+from tunelab.methods.preference import alignment_datasets, evaluate_weighted, pair_metrics
 from tunelab.methods.value_head import ScalarHead, attach_head, load_head, save_head
 
 HEAD_FILE = "reward_head.safetensors"
-
-
-class RewardArgs(BaseModel):
-    """``method_args`` of ``method: reward``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    use_margin: bool = Field(True, description="Subtract each pair's 'margin' column (0 if absent) inside the loss.")
 
 
 def sequence_scores(model: nn.Module, head: ScalarHead, ids: Tensor, mask: Tensor) -> Tensor:
@@ -56,7 +48,7 @@ class RewardModel(Method):
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):
         super().__init__(config, model, tokenizer, run_dir)
         check_body_adapter(config.adapter.type, self.name)
-        self.args = validate_args(RewardArgs, config.method_args, self.name)
+        self.args = parse_method_args(self.name, config.method_args)
         self.head = attach_head(model, "reward_head")
 
     def build_datasets(self) -> Datasets:
