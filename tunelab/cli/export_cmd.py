@@ -1,4 +1,4 @@
-"""``tunelab export RUN --format hf|adapter|gguf|bnb-nf4|bnb-int8 [--quant Q] [--out DIR] [--verify]``."""
+"""``tunelab export RUN --format hf|adapter|gguf|bnb-nf4|bnb-int8 [--quant Q] [--out DIR [--overwrite]] [--verify]``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option(None, "--format", "-f", help="hf | adapter | gguf | bnb-nf4 | bnb-int8."),
         quant: str = typer.Option("f16", "--quant", help="GGUF: f32 | f16 | q8_0 | q4_0."),
         out: Path = typer.Option(None, "--out", help="Output folder (default RUN/export/FORMAT)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a non-empty output folder (only once the new export is complete)."
+        ),
         dtype: str = typer.Option("auto", "--dtype", help="hf: auto | fp32 | bf16 | fp16."),
         modelfile: bool = typer.Option(True, "--modelfile/--no-modelfile", help="GGUF: write an Ollama Modelfile."),
         verify: bool = typer.Option(False, "--verify", help="Compare the export(s) with the trained run."),
@@ -61,7 +64,7 @@ def register(app: typer.Typer) -> None:
         if fmt is not None:
             from tunelab.export import export
 
-            result = export(run, fmt, out, quant=quant, dtype=dtype, modelfile=modelfile)
+            result = export(run, fmt, out, quant=quant, dtype=dtype, modelfile=modelfile, overwrite=overwrite)
             _print_export(result)
             target = result.path
         if verify:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunelab.errors import ConfigError
 from tunelab.export.merge import ExportResult, export_adapter, export_hf, load_merged
+from tunelab.utils.fsio import atomic_folder, moved
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,15 @@ def default_out(run_dir: Path, fmt: str, options: ExportOptions) -> Path:
 
 def export(
     run_dir: str | Path, fmt: str, out: str | Path | None = None, *, quant: str = "f16", dtype: str = "auto",
-    modelfile: bool = True,
+    modelfile: bool = True, overwrite: bool = False,
 ) -> ExportResult:
     """Export a finished run as ``fmt`` (see :data:`FORMATS`) into ``out`` (default ``RUN/export/FMT``).
 
+    The export is written into a temporary sibling folder renamed to ``out`` once complete, so a
+    failed export leaves an existing ``out`` as it was (see :func:`tunelab.utils.fsio.atomic_folder`).
+
     Raises:
-        ConfigError: unknown format/quant/dtype.
+        ConfigError: unknown format/quant/dtype; ``out`` is not empty and ``overwrite`` is false.
         ModelError: the adapter cannot be merged, or the architecture/tokenizer is not supported.
         CheckpointError: ``run_dir`` is not a finished run.
     """
@@ -87,5 +91,7 @@ def export(
     options = ExportOptions(quant=quant, dtype=dtype, modelfile=modelfile)
     run_dir = Path(run_dir)
     target = Path(out) if out is not None else default_out(run_dir, fmt, options)
-    target.mkdir(parents=True, exist_ok=True)
-    return FORMATS[fmt](run_dir, target, options)
+    with atomic_folder(target, overwrite) as tmp:
+        result = FORMATS[fmt](run_dir, tmp, options)
+    result.path = moved(result.path, tmp, target)
+    return result
