@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tunelab.errors import ConfigError
+from tunelab.methods import METHODS
+from tunelab.methods.args import METHOD_ARGS, problem_lines
 
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
 AdapterType = Literal["lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "llama_adapter", "freeze", "full"]
-# Method names are validated against tunelab.methods.METHODS when a run starts; kept as a
-# plain string here so the config module never imports torch.
+# Method names are validated against the lazy registry tunelab.methods.METHODS (listing its
+# names imports no torch), and method_args against the method's schema in tunelab.methods.args.
 DEFAULT_METHOD = "sft"
 
 
@@ -145,7 +148,10 @@ class TrainArgs(Section):
 class RunConfig(Section):
     """One run: model + adapter + data + method + training loop."""
 
-    method: str = Field(DEFAULT_METHOD, description="Training method: sft, reward, dpo, orpo, kto, ppo, ...")
+    method: str = Field(
+        DEFAULT_METHOD,
+        description=f"Training method: {', '.join(METHODS)}. Its options go under method_args.",
+    )
     name: str | None = Field(None, description="Run name (folder under output_dir); a timestamp if unset.")
     output_dir: str = Field("runs", description="Folder that holds run folders.")
     model: ModelArgs = Field(default_factory=ModelArgs)
@@ -153,8 +159,38 @@ class RunConfig(Section):
     data: DataArgs = Field(default_factory=DataArgs)
     training: TrainArgs = Field(default_factory=TrainArgs)
     method_args: dict[str, Any] = Field(
-        default_factory=dict, description="Options of the chosen method (validated by the method itself)."
+        default_factory=dict,
+        validate_default=True,  # an empty dict is invalid for methods with required options (ppo)
+        description="Options of the chosen method, checked against its schema when the config loads "
+        "(`tunelab config explain method_args` lists them per method).",
     )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            close = METHODS.suggest(value)
+            hint = f" did you mean {close[0]!r}?" if close else ""
+            ctx = {"name": value, "hint": hint, "valid": ", ".join(METHODS)}
+            raise PydanticCustomError("unknown_name", "unknown method '{name}'.{hint} Valid: {valid}", ctx)
+        return value
+
+    @field_validator("method_args")
+    @classmethod
+    def _method_args_match_schema(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Kept as the dict the user wrote (defaults are the method's, so `method=orpo` on a saved
+        # dpo config still gets orpo's loss); the method reads it back with parse_method_args.
+        method = info.data.get("method")
+        if method is None:  # the method itself is invalid: that error is reported instead
+            return value
+        try:
+            METHOD_ARGS.get(method).model_validate(value)
+        except ValidationError as err:
+            raise PydanticCustomError(
+                "method_args", "{count} problem(s) for method={method}", {"count": err.error_count(),
+                "method": method, "errors": err.errors(include_url=False)}
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _qlora_means_nf4(self) -> RunConfig:
@@ -214,12 +250,16 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: key path, value given, what is valid."""
-    lines = [f"invalid config ({source}): {err.error_count()} problem(s)"]
+    """One line per problem: key path, value given, what is valid (and the closest valid name)."""
+    lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         given = e.get("input")
+        if e["type"] == "method_args":  # the method's own schema: its problems, one line each
+            ctx = e["ctx"]
+            lines += problem_lines(METHOD_ARGS.get(ctx["method"]), ctx["errors"], prefix=key)
+            continue
         if e["type"] == "extra_forbidden":
             known = _known_keys(RunConfig, loc)
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -229,10 +269,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = e["msg"]
         if e["type"] == "literal_error":
             expected = e.get("ctx", {}).get("expected", "")
-            msg = f"must be one of {expected}"
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
+            close = difflib.get_close_matches(str(given), choices, n=1)
+            msg = f"must be one of {expected}" + (f"; did you mean '{close[0]}'?" if close else "")
         lines.append(f"  {key}: {given!r} — {msg}")
-    lines.append("  see `tunelab config explain` for every field and its meaning")
-    return "\n".join(lines)
+    head = f"invalid config ({source}): {len(lines)} problem(s)"
+    tail = "  fix: see `tunelab config explain` for every field and its meaning"
+    return "\n".join([head, *lines, tail])
 
 
 def load_config(

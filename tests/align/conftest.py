@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.config import RunConfig
+from tunelab.config import RunConfig, load_config
 
 CHOSEN = "{a} is the sum"
 REJECTED = "the sum is {a}"
@@ -67,4 +67,4 @@ def tiny_config(tmp_path: Path, method: str, data: tuple[str, str | None], **sec
             tree[key] = {**tree[key], **value}
         else:
             tree[key] = value
-    return RunConfig.model_validate(tree)
+    return load_config(None, base=tree)  # the users' path: method_args checked, errors are ConfigError

@@ -6,19 +6,14 @@ import pytest
 
 from tunelab.config import load_config
 from tunelab.data.preference import load_alignment_data
-from tunelab.methods.kto import KTOArgs
-from tunelab.methods.ppo import PPOArgs
-from tunelab.methods.preference import PreferenceArgs, validate_args
-from tunelab.methods.reward import RewardArgs
+from tunelab.methods.args import parse_method_args
 
-ARGS = {"dpo": PreferenceArgs, "simpo": PreferenceArgs, "orpo": PreferenceArgs, "kto": KTOArgs,
-        "reward": RewardArgs, "ppo": PPOArgs}
 KIND = {"kto": "unpaired", "ppo": "prompt"}
 
 
 @pytest.mark.parametrize("name", ["dpo", "ipo", "simpo", "orpo", "kto", "reward", "ppo"])
 def test_example_config_and_data(name, tiny_tokenizer):
     cfg = load_config(f"examples/{name}.yaml")
-    validate_args(ARGS[cfg.method], cfg.method_args, cfg.method)
+    parse_method_args(cfg.method, cfg.method_args)
     data = load_alignment_data(cfg.data, tiny_tokenizer, KIND.get(cfg.method, "preference"))
     assert not data.rejects and len(data.train) >= 28 and data.validation

@@ -19,6 +19,7 @@ from tunelab.memory.inference import InferSpec, plan_inference
 from tunelab.memory.sources import ModelSource, load_model_source
 from tunelab.memory.trainable import ADAPTERS, AdapterShape
 from tunelab.memory.training import DEFAULT_OVERHEAD, METHODS, PRECISIONS, TrainSpec, plan_training
+from tunelab.methods.args import planner_reference
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
         ),
         attention=_pick(flags.attn, model, "attn_implementation", "sdpa"),
         device=flags.device,
-        reference=_pick(flags.reference, run.get("method_args") or {}, "reference", "adapter"),
+        reference=flags.reference or planner_reference(method, run.get("method_args") or {}),
         teacher_arch=load_model_source(flags.teacher).arch if flags.teacher else None,
         reward_arch=load_model_source(flags.reward_model).arch if flags.reward_model else None,
         gpus=flags.gpus,

@@ -13,7 +13,8 @@ from tunelab.memory.estimate import GIB, MemoryEstimate
 from tunelab.memory.fit import find_fit
 from tunelab.memory.sources import load_model_source
 from tunelab.memory.trainable import AdapterShape
-from tunelab.memory.training import METHODS, TrainSpec, plan_training
+from tunelab.memory.training import TrainSpec, plan_training
+from tunelab.methods.args import planner_reference
 
 
 def _precision(config: RunConfig, device: str) -> str:
@@ -36,7 +37,7 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
     return TrainSpec(
         arch=load_model_source(config.model.name).arch,
         adapter=a.type,
-        method=config.method if config.method in METHODS else "sft",
+        method=config.method,  # every loop method is a planner method (tests/test_registry.py)
         batch_size=t.micro_batch_size,
         seq_len=config.data.max_length,
         gradient_accumulation=t.gradient_accumulation,
@@ -56,7 +57,8 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
         ),
         attention=config.model.attn_implementation,
         device="cuda" if device == "cuda" else "cpu",
-        reference=str(config.method_args.get("reference", "adapter")),
+        # what the method's typed args say the reference costs: none for reference-free losses
+        reference=planner_reference(config.method, config.method_args),
     )
 
 

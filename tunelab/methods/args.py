@@ -159,7 +159,8 @@ def problem_lines(schema: type[BaseModel], errors: list[dict[str, Any]], prefix:
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(e["loc"][-1]), list(schema.model_fields), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            lines.append(f"  {key}: unknown key. {hint}valid keys here: {', '.join(schema.model_fields)}")
+            valid = ", ".join(schema.model_fields) or "none (this method has no options)"
+            lines.append(f"  {key}: unknown key. {hint}valid keys here: {valid}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key}: {e.get('input')!r} — {msg}" if e["loc"] else f"  {key}: {msg}")
@@ -183,3 +184,12 @@ def parse_method_args(method: str, raw: dict[str, Any]) -> MethodArgs:
         lines += problem_lines(schema, err.errors())
         lines.append("  fix: see `tunelab config explain method_args." + method + "`")
         raise ConfigError("\n".join(lines)) from None
+
+
+def planner_reference(method: str, raw: dict[str, Any]) -> str:
+    """``TrainSpec.reference`` of a run of ``method`` with ``method_args`` ``raw``.
+
+    Methods the planner models ahead of the loop (``ipo`` as a name, ``distill``) get
+    ``"adapter"``, the planner's default.
+    """
+    return parse_method_args(method, raw).reference() if method in METHOD_ARGS else "adapter"
