@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
     def prepare_cmd(
         file: Path = typer.Argument(..., help="Dataset: .jsonl, .json, .csv, .parquet or a saved HF dataset folder."),
         out: Path = typer.Option(..., "--out", help="Folder for train/, validation/, report.json, rejects.jsonl."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
         model: str = typer.Option("smollm2-135m-instruct", "--model", help=MODEL_HELP),
         template: str = typer.Option("chat", "--template", help=TEMPLATE_HELP),
         format: str = typer.Option("auto", "--format", help=FORMAT_HELP),
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
                          validation_split=validation_split, seed=seed, skip_invalid=skip_invalid,
                          validation_path=str(validation_path) if validation_path else None)
         prepared = prepare(args, tokenizer_for(model))
-        folder = save_prepared(prepared, out)
+        folder = save_prepared(prepared, out, overwrite=overwrite)
         r = prepared.report
         console.print(
             f"[green]prepared[/green] {r.train_examples} train / {r.validation_examples} validation examples "

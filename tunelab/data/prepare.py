@@ -144,22 +144,27 @@ def _features():
     return datasets.Features({"input_ids": seq, "labels": seq, "position_ids": seq})
 
 
-def save_prepared(prepared: PreparedData, folder: str | Path) -> Path:
+def save_prepared(prepared: PreparedData, folder: str | Path, overwrite: bool = False) -> Path:
     """Write ``train/`` and ``validation/`` (Arrow, via ``datasets``), ``report.json`` and ``rejects.jsonl``.
 
-    ``tunelab train`` reads the folder back when ``data.path`` points at it.
+    ``tunelab train`` reads the folder back when ``data.path`` points at it. The folder is written
+    whole or not at all (:func:`~tunelab.utils.fsio.atomic_folder`): a non-empty ``folder`` is
+    refused unless ``overwrite``, and replaced only once the new one is complete.
     """
     import datasets
 
+    from tunelab.utils.fsio import atomic_folder
+
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", prepared.train), ("validation", prepared.validation)):
-        columns = {k: [getattr(r, k) for r in rows] for k in ("input_ids", "labels", "position_ids")}
-        datasets.Dataset.from_dict(columns, features=_features()).save_to_disk(str(out / name))
-    if prepared.rejects:
-        prepared.report.rejects_file = str(write_rejects(prepared.rejects, out / "rejects.jsonl"))
-    (out / "report.json").write_text(json.dumps(prepared.report.to_dict(), indent=2))
-    (out / PREPARED_MARKER).write_text(json.dumps({"version": PREPARED_VERSION}))
+    with atomic_folder(out, overwrite) as tmp:
+        for name, rows in (("train", prepared.train), ("validation", prepared.validation)):
+            columns = {k: [getattr(r, k) for r in rows] for k in ("input_ids", "labels", "position_ids")}
+            datasets.Dataset.from_dict(columns, features=_features()).save_to_disk(str(tmp / name))
+        if prepared.rejects:
+            write_rejects(prepared.rejects, tmp / "rejects.jsonl")
+            prepared.report.rejects_file = str(out / "rejects.jsonl")
+        (tmp / "report.json").write_text(json.dumps(prepared.report.to_dict(), indent=2))
+        (tmp / PREPARED_MARKER).write_text(json.dumps({"version": PREPARED_VERSION}))
     return out
 
 
