@@ -1,8 +1,13 @@
 """The planner against published peak-memory measurements (LitGPT, torchtune), settings as stated.
 
-Each case is a published number with the settings its source states, and the toolkit's
-behaviour around the model translated into :class:`tunelab.memory.TrainSpec` fields by a
-*profile* — mechanisms read in the toolkit's source, never fitted to the number:
+Each case is a published number with the settings its source states, written as the
+``tunelab plan`` command line that describes it: the toolkit's behaviour around the model comes
+from ``--profile litgpt`` / ``--profile torchtune`` (tunelab/memory/profiles.py, the same
+registry the CLI uses; mechanisms read in the toolkit's source, never fitted to the number),
+the case's own recipe options are flags. Each command line is parsed by the command's own
+options (:func:`tunelab.cli.plan_cmd.flags_from_argv`) and planned by
+:func:`tunelab.memory.plan_request.make_plan`, so every number here is what
+``tunelab plan <args>`` prints.
 
 * **LitGPT** (``config_hub/finetune/README.md``; ``litgpt/finetune/lora.py``): ``bf16-true``
   (weights, LoRA, gradients and moments in bf16); ``fit()`` keeps the previous step's ``logits``
@@ -14,113 +19,118 @@ behaviour around the model translated into :class:`tunelab.memory.TrainSpec` fie
   decimal GB since process start (printed before the final merge).
 * **torchtune**: bf16 model *and* LoRA; tutorials report ``max_memory_reserved`` (decimal GB),
   the README's Llama 3.2 3B "optimization flags" table reports peak *active* memory in GiB;
-  ``CEWithChunkedOutputLoss`` keeps bf16 logit chunks only; ``optimizer_in_bwd``; activation
-  offloading of the checkpointed inputs. ``torch.compile`` is not modelled: its fused kernels
-  save fewer intermediates, and the planner's inventory is of eager Hugging Face blocks.
+  ``CEWithChunkedOutputLoss`` keeps bf16 logit chunks only (``--chunked-loss``);
+  ``optimizer_in_bwd`` (``--optimizer-in-backward``); activation offloading of the checkpointed
+  inputs (``--offload-activations``). ``torch.compile`` is not modelled: its fused kernels save
+  fewer intermediates, and the planner's inventory is of eager Hugging Face blocks.
 
+Every case plans with ``--overhead-gib 0`` (the published counters exclude the CUDA context).
 Cases marked not fully stated (unknown sequence lengths, multi-GPU configs that cannot be
-pinned) are listed but not counted. Run: ``python bench/memory_published.py [--markdown]``.
+pinned) are listed but not counted.
+Run: ``python bench/memory_published.py [--markdown | --commands]``.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+import shlex
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
-from tunelab.memory import AdapterShape, TrainSpec, plan_training
+from tunelab.cli.plan_cmd import flags_from_argv
 from tunelab.memory.estimate import GB, GIB
-from tunelab.memory.sources import load_model_source
+from tunelab.memory.plan_request import make_plan
 
-QV = ("q_proj", "v_proj")
-ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-QVO_MLP = ("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+QV = "--target-modules q_proj,v_proj"
+ALL = "--target-modules all-linear"
+QVO_MLP = "--target-modules q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 LITGPT_README = "Lightning-AI/litgpt config_hub/finetune/README.md (1×A10G, Alpaca-2k, max_seq_length 512)"
 TT_TUTORIAL = "pytorch/torchtune docs/source/tutorials/{qlora,lora}_finetune.rst (alpaca-cleaned ≤ 512 tokens)"
 TT_FLAGS = "pytorch/torchtune README.md, optimization-flags table (Llama 3.2 3B, A100, B=2, packed 4096)"
 
-LITGPT = {"precision": "bf16", "adapter_bytes": 2, "keeps_previous_graph": True}
-LITGPT_QLORA = LITGPT | {"adapter": "qlora", "quantization": "nf4", "double_quant": False, "quantize_head": True,
-                         "dequant_copies": 2, "quantized_inputs_saved": True}
-TORCHTUNE = {"precision": "bf16", "adapter_bytes": 2}
-TT_3B = TORCHTUNE | {"batch_size": 2, "seq_len": 4096}
+LITGPT = "--profile litgpt --lora-r 32 " + QV + " --lora-dropout 0.05"
+TT_TUTORIAL_RUN = "--profile torchtune --batch-size 2 --gradient-checkpointing --lora-dropout 0.05"
+TT_3B = "--profile torchtune --model llama-3.2-3b --batch-size 2 --seq-len 4096"
+TT_3B_FULL = TT_3B + " --adapter full"
+TT_3B_OPT = TT_3B_FULL + " --chunked-loss --gradient-checkpointing --optimizer-in-backward"
 
 
 @dataclass(frozen=True)
 class Case:
     id: str
-    model: str
     label: str
     published: float
     unit: str  # "GB" (1e9) or "GiB"
     metric: str  # allocated | reserved | active
     source: str
-    spec: dict = field(default_factory=dict)
-    shape: AdapterShape = AdapterShape()
+    args: str  # the `tunelab plan` arguments that describe it (without --overhead-gib 0)
     fully_stated: bool = True
     note: str = ""
 
+    @property
+    def argv(self) -> list[str]:
+        return [*shlex.split(self.args), "--overhead-gib", "0"]
 
-def _lora(r: int, targets: tuple[str, ...], dropout: float) -> AdapterShape:
-    return AdapterShape(r=r, target_modules=targets, dropout=dropout)
+    @property
+    def model(self) -> str:
+        return self.argv[self.argv.index("--model") + 1]
+
+    @property
+    def command(self) -> str:
+        return "tunelab plan " + shlex.join(self.argv)
 
 
 CASES = [
     # LitGPT: LoRA/QLoRA r=32 on query and value (every yaml involved), micro-batch as in the table, no checkpointing.
-    Case("L1", "llama-2-7b", "LoRA r32 qv, mb 2", 19.77, "GB", "allocated", LITGPT_README,
-         LITGPT | {"adapter": "lora", "batch_size": 2}, _lora(32, QV, 0.05)),
-    Case("L2", "llama-3-8b", "LoRA r32 qv, mb 1", 19.73, "GB", "allocated", LITGPT_README,
-         LITGPT | {"adapter": "lora", "batch_size": 1}, _lora(32, QV, 0.05)),
-    Case("L3", "mistral-7b", "LoRA r32 qv, mb 2", 20.66, "GB", "allocated", LITGPT_README,
-         LITGPT | {"adapter": "lora", "batch_size": 2}, _lora(32, QV, 0.05)),
-    Case("L4", "llama-2-7b", "QLoRA r32 qv, mb 2", 13.68, "GB", "allocated", LITGPT_README,
-         LITGPT_QLORA | {"batch_size": 2}, _lora(32, QV, 0.05)),
-    Case("L5", "llama-3-8b", "QLoRA r32 qv, mb 2", 17.41, "GB", "allocated", LITGPT_README,
-         LITGPT_QLORA | {"batch_size": 2}, _lora(32, QV, 0.05)),
-    Case("L6", "mistral-7b", "QLoRA r32 qv, mb 2", 14.29, "GB", "allocated", LITGPT_README,
-         LITGPT_QLORA | {"batch_size": 2}, _lora(32, QV, 0.05)),
+    Case("L1", "LoRA r32 qv, mb 2", 19.77, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model llama-2-7b --adapter lora --batch-size 2"),
+    Case("L2", "LoRA r32 qv, mb 1", 19.73, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model llama-3-8b --adapter lora --batch-size 1"),
+    Case("L3", "LoRA r32 qv, mb 2", 20.66, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model mistral-7b --adapter lora --batch-size 2"),
+    Case("L4", "QLoRA r32 qv, mb 2", 13.68, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model llama-2-7b --adapter qlora --batch-size 2"),
+    Case("L5", "QLoRA r32 qv, mb 2", 17.41, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model llama-3-8b --adapter qlora --batch-size 2"),
+    Case("L6", "QLoRA r32 qv, mb 2", 14.29, "GB", "allocated", LITGPT_README,
+         f"{LITGPT} --model mistral-7b --adapter qlora --batch-size 2"),
     # torchtune tutorials, Llama-2-7B, B=2, activation checkpointing, torch AdamW, T = 512 (the dataset's cut).
-    Case("T1", "llama-2-7b", "QLoRA r8 all linears", 9.29, "GB", "reserved", TT_TUTORIAL,
-         TORCHTUNE | {"adapter": "qlora", "quantization": "nf4", "batch_size": 2, "gradient_checkpointing": True},
-         _lora(8, ALL, 0.05), note="reserved memory holds the bf16 weights freed after quantizing at init (9.13 GB)"),
-    Case("T2", "llama-2-7b", "LoRA r8 qv", 15.57, "GB", "reserved", TT_TUTORIAL,
-         TORCHTUNE | {"adapter": "lora", "batch_size": 2, "gradient_checkpointing": True}, _lora(8, QV, 0.05)),
-    Case("T3", "llama-2-7b", "LoRA r8 all linears + head", 15.87, "GB", "reserved", TT_TUTORIAL,
-         TORCHTUNE | {"adapter": "lora", "batch_size": 2, "gradient_checkpointing": True}, _lora(8, ALL, 0.05),
+    Case("T1", "QLoRA r8 all linears", 9.29, "GB", "reserved", TT_TUTORIAL,
+         f"{TT_TUTORIAL_RUN} --model llama-2-7b --adapter qlora --lora-r 8 {ALL}",
+         note="reserved memory holds the bf16 weights freed after quantizing at init (9.13 GB)"),
+    Case("T2", "LoRA r8 qv", 15.57, "GB", "reserved", TT_TUTORIAL,
+         f"{TT_TUTORIAL_RUN} --model llama-2-7b --adapter lora --lora-r 8 {QV}"),
+    Case("T3", "LoRA r8 all linears + head", 15.87, "GB", "reserved", TT_TUTORIAL,
+         f"{TT_TUTORIAL_RUN} --model llama-2-7b --adapter lora --lora-r 8 {ALL}",
          note="LoRA on the head (0.3 M params) not modelled"),
-    Case("T4", "llama-2-7b", "LoRA r64 qv", 15.86, "GB", "reserved", TT_TUTORIAL,
-         TORCHTUNE | {"adapter": "lora", "batch_size": 2, "gradient_checkpointing": True}, _lora(64, QV, 0.05)),
-    Case("T5", "llama-2-7b", "LoRA r64 all linears + head", 17.04, "GB", "reserved", TT_TUTORIAL,
-         TORCHTUNE | {"adapter": "lora", "batch_size": 2, "gradient_checkpointing": True}, _lora(64, ALL, 0.05),
+    Case("T4", "LoRA r64 qv", 15.86, "GB", "reserved", TT_TUTORIAL,
+         f"{TT_TUTORIAL_RUN} --model llama-2-7b --adapter lora --lora-r 64 {QV}"),
+    Case("T5", "LoRA r64 all linears + head", 17.04, "GB", "reserved", TT_TUTORIAL,
+         f"{TT_TUTORIAL_RUN} --model llama-2-7b --adapter lora --lora-r 64 {ALL}",
          note="LoRA on the head (2.3 M params) not modelled"),
     # torchtune README, Llama 3.2 3B, each row adds a technique to the previous one.
-    Case("E1", "llama-3.2-3b", "full, baseline (unpacked)", 25.5, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full"}, fully_stated=False, note="not packed: the longest padded batch is unknown"),
-    Case("E2", "llama-3.2-3b", "full, + packed", 60.0, "GiB", "active", TT_FLAGS, TT_3B | {"adapter": "full"}),
-    Case("E3", "llama-3.2-3b", "full, + compile", 51.0, "GiB", "active", TT_FLAGS, TT_3B | {"adapter": "full"},
+    Case("E1", "full, baseline (unpacked)", 25.5, "GiB", "active", TT_FLAGS, TT_3B_FULL,
+         fully_stated=False, note="not packed: the longest padded batch is unknown"),
+    Case("E2", "full, + packed", 60.0, "GiB", "active", TT_FLAGS, TT_3B_FULL),
+    Case("E3", "full, + compile", 51.0, "GiB", "active", TT_FLAGS, TT_3B_FULL, note="compile not modelled"),
+    Case("E4", "full, + chunked CE", 42.9, "GiB", "active", TT_FLAGS, f"{TT_3B_FULL} --chunked-loss",
          note="compile not modelled"),
-    Case("E4", "llama-3.2-3b", "full, + chunked CE", 42.9, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full", "loss": "chunked"}, note="compile not modelled"),
-    Case("E5", "llama-3.2-3b", "full, + activation checkpointing", 24.9, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full", "loss": "chunked", "gradient_checkpointing": True}),
-    Case("E6", "llama-3.2-3b", "full, + optimizer step in backward", 23.1, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full", "loss": "chunked", "gradient_checkpointing": True,
-                  "optimizer_in_backward": True}),
-    Case("E7", "llama-3.2-3b", "full, + activation offloading", 21.8, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full", "loss": "chunked", "gradient_checkpointing": True,
-                  "optimizer_in_backward": True, "offload_activations": True}),
-    Case("E8", "llama-3.2-3b", "full, + 8-bit AdamW", 17.6, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "full", "loss": "chunked", "gradient_checkpointing": True,
-                  "optimizer_in_backward": True, "offload_activations": True, "optimizer": "adamw_8bit"}),
-    Case("E9", "llama-3.2-3b", "LoRA r64 qvo+MLP", 8.5, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "lora", "loss": "chunked", "gradient_checkpointing": True, "offload_activations": True},
-         _lora(64, QVO_MLP, 0.0)),
-    Case("E10", "llama-3.2-3b", "QLoRA r64 qvo+MLP", 4.6, "GiB", "active", TT_FLAGS,
-         TT_3B | {"adapter": "qlora", "quantization": "nf4", "loss": "chunked", "gradient_checkpointing": True,
-                  "offload_activations": True}, _lora(64, QVO_MLP, 0.0)),
+    Case("E5", "full, + activation checkpointing", 24.9, "GiB", "active", TT_FLAGS,
+         f"{TT_3B_FULL} --chunked-loss --gradient-checkpointing"),
+    Case("E6", "full, + optimizer step in backward", 23.1, "GiB", "active", TT_FLAGS, TT_3B_OPT),
+    Case("E7", "full, + activation offloading", 21.8, "GiB", "active", TT_FLAGS,
+         f"{TT_3B_OPT} --offload-activations"),
+    Case("E8", "full, + 8-bit AdamW", 17.6, "GiB", "active", TT_FLAGS,
+         f"{TT_3B_OPT} --offload-activations --optimizer adamw_8bit"),
+    Case("E9", "LoRA r64 qvo+MLP", 8.5, "GiB", "active", TT_FLAGS,
+         f"{TT_3B} --adapter lora --lora-r 64 {QVO_MLP} --lora-dropout 0 --chunked-loss --gradient-checkpointing "
+         "--offload-activations"),
+    Case("E10", "QLoRA r64 qvo+MLP", 4.6, "GiB", "active", TT_FLAGS,
+         f"{TT_3B} --adapter qlora --lora-r 64 {QVO_MLP} --lora-dropout 0 --chunked-loss --gradient-checkpointing "
+         "--offload-activations"),
 ]
 
 
@@ -136,10 +146,8 @@ class Result:
 
 
 def plan_case(case: Case) -> Result:
-    """The planner's peak for ``case`` (no runtime overhead: the published counters exclude the CUDA context)."""
-    arch = load_model_source(case.model).arch
-    spec = replace(TrainSpec(arch=arch, seq_len=512, device="cuda", overhead=0.0, shape=case.shape), **case.spec)
-    estimate = plan_training(spec)
+    """What ``case.command`` plans (no runtime overhead: the published counters exclude the CUDA context)."""
+    estimate = make_plan(flags_from_argv(case.argv)).estimate
     unit = GB if case.unit == "GB" else GIB
     return Result(case, estimate.total / unit, estimate.seed_rule / GB)
 
@@ -184,9 +192,14 @@ def summary(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/memory.md)")
+    parser.add_argument("--commands", action="store_true", help="print each case's `tunelab plan` command line")
     args = parser.parse_args()
     results = [plan_case(c) for c in CASES]
-    if args.markdown:
+    if args.commands:
+        for r in results:
+            print(f"{r.case.id}: {r.case.command}\n    published {r.case.published:.2f} {r.case.unit} "
+                  f"{r.case.metric}; planner {r.planned:.2f} {r.case.unit} ({r.error:+.1%})")
+    elif args.markdown:
         print(markdown(results))
     else:
         Console(width=200).print(table(results))

@@ -51,10 +51,38 @@ def register(app: typer.Typer) -> None:
         reward_model: str = typer.Option(None, "--reward-model", help="PPO reward model (default: same as policy)."),
         device: str = typer.Option("cuda", "--device", help="cuda or cpu (dropout masks, CPU RAM list)."),
         overhead_gib: float = typer.Option(None, "--overhead-gib", help="Runtime overhead (default 0.5 GiB)."),
+        target_modules: str = typer.Option(None, "--target-modules", help="Adapter targets, comma-separated "
+                                           "(q_proj,v_proj) or all-linear (the default)."),
+        lora_dropout: float = typer.Option(None, "--lora-dropout", help="LoRA dropout (0: no dropout masks)."),
+        double_quant: bool = typer.Option(None, "--double-quant/--no-double-quant", help="NF4 double "
+                                          "quantization of the scales (default on)."),
+        profile: str = typer.Option(None, "--profile", help=profile_help()),
+        adapter_dtype: str = typer.Option(None, "--adapter-dtype", help="Adapter weights, gradients and moments: "
+                                          "fp32 (peft) or bf16/fp16 (bf16-true toolkits)."),
+        chunked_loss: bool = typer.Option(None, "--chunked-loss/--full-loss", help="chunked: only the 16-bit "
+                                          "logits are kept (torchtune CEWithChunkedOutputLoss); full: an fp32 "
+                                          "log-softmax over every logit."),
+        optimizer_in_backward: bool = typer.Option(None, "--optimizer-in-backward/--no-optimizer-in-backward",
+                                                   help="Step each tensor in its gradient hook: one gradient "
+                                                   "alive at a time (torchtune optimizer_in_bwd)."),
+        offload_activations: bool = typer.Option(None, "--offload-activations/--no-offload-activations",
+                                                 help="Saved activations (checkpointed block inputs) in CPU RAM."),
+        bnb_kept_inputs: bool = typer.Option(None, "--bnb-kept-inputs/--no-bnb-kept-inputs", help="bitsandbytes "
+                                             "< 0.45: every 4-bit linear keeps its input for backward."),
+        keep_previous_graph: bool = typer.Option(None, "--keep-previous-graph/--no-keep-previous-graph",
+                                                 help="The loop holds last step's logits (and graph) until the "
+                                                 "next forward returns (LitGPT fit())."),
+        quantized_head: bool = typer.Option(None, "--quantized-head/--no-quantized-head", help="The output head "
+                                            "is NF4 too (Lightning Fabric's bitsandbytes plugin)."),
+        dequant_copies: int = typer.Option(None, "--dequant-copies", help="Full-size copies per dequantized "
+                                           "weight (1; Fabric's fp16 quant state cast to bf16: 2)."),
+        kbit_upcast: bool = typer.Option(None, "--kbit-upcast/--no-kbit-upcast", help="peft's "
+                                         "prepare_model_for_kbit_training: a quantized model's other params fp32."),
         fit: str = typer.Option(None, "--fit", help="Device to fit (rtx-4090, a100-80gb, cpu ...): find a change."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
     ):
         """Estimate peak memory (weights, adapter, gradients, optimizer, activations, logits, KV cache)."""
+        options = dict(locals())  # every option by name: PlanFlags takes those it has
         from tunelab.memory import plan_request as req
         from tunelab.utils.log import console
 
@@ -68,20 +96,35 @@ def register(app: typer.Typer) -> None:
             return
         if model is None:
             raise ConfigError("tunelab plan needs --model (a preset, a model folder or runs/NAME) or --params")
-        flags = req.PlanFlags(
-            model=model, method=method, adapter=adapter, inference=inference, bits=bits, quant=quant,
-            context=context, kv_dtype=kv_dtype, batch_size=batch_size, seq_len=seq_len, grad_accum=grad_accum,
-            checkpointing=checkpointing, optimizer=optimizer, precision=precision, attn=attn, lora_r=lora_r,
-            gpus=gpus, sharding=sharding, offload=offload, reference=reference, teacher=teacher,
-            reward_model=reward_model, device=device, overhead_gib=overhead_gib,
-        )
-        result = req.make_plan(flags, fit_device=fit)
+        result = req.make_plan(req.plan_flags(options), fit_device=fit)
         if as_json:
-            sys.stdout.write(json.dumps(result.estimate.to_json()) + "\n")
+            sys.stdout.write(json.dumps(result.to_json()) + "\n")
         if seed_rule:
             console.print(req.seed_rule_line(result.estimate.params, result.estimate.seed_bits))
             return
         _print_plan(console, result)
+
+
+def profile_help() -> str:
+    from tunelab.memory.profiles import help_text
+
+    return help_text()
+
+
+def flags_from_argv(argv: list[str]):
+    """``tunelab plan`` arguments parsed by the command's own options into ``PlanFlags``.
+
+    bench/memory_published.py runs each published case's command line through this, so the
+    comparison in docs/memory.md is the CLI's number, not a parallel construction.
+    """
+    import typer.main
+
+    from tunelab.memory.plan_request import plan_flags
+
+    app = typer.Typer()
+    register(app)
+    context = typer.main.get_command(app).make_context("plan", list(argv))
+    return plan_flags(context.params)
 
 
 def _gib(value: float) -> str:

@@ -7,7 +7,7 @@ defaults of :class:`tunelab.config.RunConfig`. ``--method`` accepts a training m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from tunelab.errors import ConfigError
@@ -16,9 +16,10 @@ from tunelab.memory.estimate import GB, GIB, MemoryEstimate, seed_rule_bytes
 from tunelab.memory.fit import FitResult, find_fit
 from tunelab.memory.formats import BITS_TO_FORMAT
 from tunelab.memory.inference import InferSpec, plan_inference
+from tunelab.memory.profiles import MECHANISM_FLAGS, Profile, find_profile, mechanism_fields
 from tunelab.memory.sources import ModelSource, load_model_source
 from tunelab.memory.trainable import ADAPTERS, AdapterShape
-from tunelab.memory.training import DEFAULT_OVERHEAD, METHODS, PRECISIONS, TrainSpec, plan_training
+from tunelab.memory.training import DEFAULT_OVERHEAD, METHODS, PRECISIONS, TrainSpec, kbit_prepared, plan_training
 from tunelab.methods.args import planner_reference
 
 
@@ -50,6 +51,29 @@ class PlanFlags:
     reward_model: str | None = None
     device: str = "cuda"
     overhead_gib: float | None = None
+    target_modules: str | None = None  # comma-separated linear names, or all-linear
+    lora_dropout: float | None = None
+    double_quant: bool | None = None
+    # The training code's mechanisms (tunelab/memory/profiles.py); None = the profile's value.
+    profile: str | None = None
+    adapter_dtype: str | None = None
+    chunked_loss: bool | None = None
+    optimizer_in_backward: bool | None = None
+    offload_activations: bool | None = None
+    bnb_kept_inputs: bool | None = None
+    keep_previous_graph: bool | None = None
+    quantized_head: bool | None = None
+    dequant_copies: int | None = None
+    kbit_upcast: bool | None = None
+
+
+FLAG_NAMES = frozenset(f.name for f in fields(PlanFlags))
+
+
+def plan_flags(options: dict[str, Any]) -> PlanFlags:
+    """``PlanFlags`` from the options of ``tunelab plan`` by name (the others, e.g. ``--json``, are not flags
+    of the plan)."""
+    return PlanFlags(**{name: value for name, value in options.items() if name in FLAG_NAMES})
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,22 @@ class PlanResult:
     spec: TrainSpec | InferSpec
     fit: FitResult | None = None
     fit_device: str | None = None
+    profile: str | None = None  # training plans: the profile the flags were completed from
+
+    def to_json(self) -> dict:
+        """The estimate's JSON plus the profile and the mechanism settings it was planned with."""
+        data = self.estimate.to_json()
+        if isinstance(self.spec, TrainSpec):
+            data["profile"] = self.profile
+            planned = kbit_prepared(self.spec)  # the precision the plan used
+            data["settings"] = {name: getattr(planned, name) for name in SPEC_SETTINGS}
+        return data
+
+
+#: TrainSpec fields reported by ``--json`` (what a profile or a mechanism flag decides).
+SPEC_SETTINGS = ("precision", "gradient_checkpointing", "double_quant", "adapter_bytes", "loss",
+                 "optimizer_in_backward", "offload_activations", "quantized_inputs_saved", "keeps_previous_graph",
+                 "quantize_head", "dequant_copies", "kbit_upcast")
 
 
 def seed_rule_only(params: float, bits: int) -> MemoryEstimate:
@@ -103,13 +143,29 @@ def _pick(flag: Any, section: dict[str, Any], key: str, default: Any) -> Any:
     return flag if flag is not None else section.get(key, default)
 
 
+def with_profile(flags: PlanFlags, profile: Profile, quantized: bool) -> PlanFlags:
+    """``flags`` with every flag not given taken from ``profile`` (flags given win)."""
+    values = {key: value for key, value in profile.values(quantized).items() if getattr(flags, key) is None}
+    return replace(flags, profile=profile.name, **values)
+
+
+def _targets(flag: str | None, adapter_cfg: dict[str, Any]) -> tuple[str, ...] | None:
+    """``--target-modules q_proj,v_proj`` (or the run's adapter.target_modules); None = all-linear."""
+    targets = adapter_cfg.get("target_modules", "all-linear") if flag is None else flag
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        if targets in ([], ["all-linear"]):
+            return None
+    return tuple(targets)
+
+
 def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
     run = source.run_config or {}
     model, adapter_cfg = run.get("model") or {}, run.get("adapter") or {}
     data, training = run.get("data") or {}, run.get("training") or {}
     method, adapter = _split_method(flags.method, flags.adapter, run)
     quantization = "nf4" if adapter == "qlora" else model.get("quantization", "none")
-    targets = adapter_cfg.get("target_modules", "all-linear")
+    flags = with_profile(flags, find_profile(flags.profile), quantization != "none")
     precision = flags.precision or ("bf16" if flags.device == "cuda" else "mixed")
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown '{precision}'. Valid: {', '.join(PRECISIONS)}")
@@ -124,11 +180,11 @@ def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
         optimizer=_pick(flags.optimizer, training, "optimizer", "adamw"),
         precision=precision,
         quantization=quantization,
-        double_quant=model.get("double_quant", True),
+        double_quant=_pick(flags.double_quant, model, "double_quant", True),
         shape=AdapterShape(
             r=_pick(flags.lora_r, adapter_cfg, "r", 8),
-            target_modules=None if targets == "all-linear" else tuple(targets),
-            dropout=adapter_cfg.get("dropout", 0.05),
+            target_modules=_targets(flags.target_modules, adapter_cfg),
+            dropout=_pick(flags.lora_dropout, adapter_cfg, "dropout", 0.05),
             num_virtual_tokens=adapter_cfg.get("num_virtual_tokens", 16),
             adapter_len=adapter_cfg.get("adapter_len", 10),
             adapter_layers=adapter_cfg.get("adapter_layers", 2),
@@ -143,6 +199,7 @@ def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
         sharding=flags.sharding,
         offload=flags.offload,
         overhead=DEFAULT_OVERHEAD if flags.overhead_gib is None else flags.overhead_gib * GIB,
+        **mechanism_fields({name: getattr(flags, name) for name in MECHANISM_FLAGS}),
     )
 
 
@@ -172,9 +229,10 @@ def make_plan(flags: PlanFlags, fit_device: str | None = None) -> PlanResult:
             raise ConfigError("--fit searches training changes; for inference lower --bits, --context or --batch-size")
         return result
     spec = _train_spec(flags, source)
+    profile = find_profile(flags.profile).name
     title = (
         f"training: {flags.model}, {spec.method} + {spec.adapter}, micro-batch {spec.batch_size} × "
-        f"{spec.seq_len} tokens, {spec.precision}"
+        f"{spec.seq_len} tokens, {spec.precision}, profile {profile}"
     )
     estimate = plan_training(spec)
     fit = None
@@ -182,4 +240,4 @@ def make_plan(flags: PlanFlags, fit_device: str | None = None) -> PlanResult:
         device = find_device(fit_device)
         fit = find_fit(spec, device.memory)
         fit_device = device.label
-    return PlanResult(estimate, title, source, spec, fit, fit_device)
+    return PlanResult(estimate, title, source, spec, fit, fit_device, profile)

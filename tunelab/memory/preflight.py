@@ -11,6 +11,7 @@ from tunelab.errors import ConfigError
 from tunelab.memory.devices import meminfo
 from tunelab.memory.estimate import GIB, MemoryEstimate
 from tunelab.memory.fit import find_fit
+from tunelab.memory.profiles import DEFAULT_PROFILE, find_profile, mechanism_fields
 from tunelab.memory.sources import load_model_source
 from tunelab.memory.trainable import AdapterShape
 from tunelab.memory.training import TrainSpec, plan_training
@@ -59,6 +60,8 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
         device="cuda" if device == "cuda" else "cpu",
         # what the method's typed args say the reference costs: none for reference-free losses
         reference=planner_reference(config.method, config.method_args),
+        # tunelab's own loop: its profile's mechanisms (e.g. peft's fp32 upcast of a quantized base)
+        **mechanism_fields(find_profile(DEFAULT_PROFILE).values(config.model.quantization != "none")),
     )
 
 

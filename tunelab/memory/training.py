@@ -81,9 +81,9 @@ class TrainSpec:
     sharding: str = "none"  # none | ddp | zero1 | zero2 | zero3 | fsdp
     offload: bool = False
     overhead: float = DEFAULT_OVERHEAD
-    # How the training code spends memory around the model. The defaults are tunelab's stack
-    # (transformers + peft + bitsandbytes >= 0.45); other toolkits' recipes set them
-    # (bench/memory_published.py: torchtune, LitGPT), so their published peaks can be checked.
+    # How the training code spends memory around the model. The defaults are the plain
+    # mechanisms; tunelab/memory/profiles.py sets them per toolkit (tunelab's own loop, plain
+    # transformers + peft, torchtune, LitGPT) and `tunelab plan` exposes each as a flag.
     adapter_bytes: float = 4  # peft keeps adapters (and so their grads and moments) in fp32; bf16-true toolkits in 2
     loss: str = "full"  # "full" log-softmax over the vocabulary, or "chunked" (16-bit logits only)
     optimizer_in_backward: bool = False  # each tensor stepped in its gradient hook: one gradient alive at a time
@@ -92,6 +92,7 @@ class TrainSpec:
     keeps_previous_graph: bool = False  # the loop holds last step's output until the next forward returns
     quantize_head: bool = False  # the output head is quantized too (Lightning Fabric's bitsandbytes plugin)
     dequant_copies: int = 1  # full-size copies per dequantized weight (Fabric: fp16 quant state + 16-bit cast = 2)
+    kbit_upcast: bool = False  # peft's prepare_model_for_kbit_training: a quantized base's other params in fp32
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
         raise ConfigError(f"method: unknown '{spec.method}'. Valid: {', '.join(METHODS)}")
     if spec.precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown '{spec.precision}'. Valid: {', '.join(PRECISIONS)}")
+    spec = kbit_prepared(spec)
     t = trainable(spec.arch, spec.adapter, spec.shape)
     m = METHODS[spec.method](spec)
     param_bytes, c, _ = PRECISIONS[spec.precision]
@@ -314,6 +316,14 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     )
 
 
+def kbit_prepared(spec: TrainSpec) -> TrainSpec:
+    """peft's ``prepare_model_for_kbit_training`` casts every parameter of a quantized model that is
+    not 4/8-bit (embeddings, norms, the head) to fp32; with 16-bit compute that is ``mixed``."""
+    if spec.kbit_upcast and spec.quantization != "none" and spec.precision == "bf16":
+        return replace(spec, precision="mixed")
+    return spec
+
+
 def _bnb_keeps_inputs(spec: TrainSpec) -> bool:
     return spec.quantized_inputs_saved and spec.quantization == "nf4"
 
@@ -343,6 +353,8 @@ def _recipe_notes(spec: TrainSpec, offloaded: float, retained: float) -> list[st
         notes.append(f"the previous step's graph is alive at the end of forward ({retained / GIB:.2f} GiB)")
     if spec.quantize_head and spec.quantization != "none":
         notes.append("output head quantized and dequantized per call")
+    if spec.kbit_upcast and spec.quantization != "none":
+        notes.append("prepare_model_for_kbit_training: the non-quantized parameters are fp32")
     return notes
 
 
