@@ -96,7 +96,7 @@ def llama_cpp_rows(model, tokenizer, prompt: list[int], n: int, ref: list[int]) 
     import tempfile
 
     from tunelab.export.gguf_export import write_gguf
-    from tunelab.export.merge import MergedRun, eos_token_ids
+    from tunelab.models.merge import MergedRun, eos_token_ids
 
     rows = []
     merged = MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config))

@@ -64,7 +64,7 @@ def test_eos_ids_include_turn_terminator_when_eos_differs(tiny_tokenizer):
     """A tokenizer whose EOS is <|endoftext|> still stops on the template's <|im_end|>."""
     from transformers import GenerationConfig
 
-    from tunelab.export.merge import eos_token_ids
+    from tunelab.models.merge import eos_token_ids
 
     tokenizer = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
     tokenizer.eos_token = "<|endoftext|>"
@@ -74,13 +74,14 @@ def test_eos_ids_include_turn_terminator_when_eos_differs(tiny_tokenizer):
 
 def test_prompt_tuning_run_refuses_hf(tmp_path, tiny_path, capsys):
     from tunelab.cli.main import main
-    from tunelab.errors import ModelError
+    from tunelab.errors import ConfigError
     from tunelab.export import export
 
     run = make_run(tmp_path, "pt", adapter="prompt_tuning")
-    with pytest.raises(ModelError, match="prompt_tuning cannot be merged") as err:
+    with pytest.raises(ConfigError, match="prompt_tuning cannot be merged") as err:
         export(run, "hf", out=tmp_path / "hf")
     assert "--format adapter" in str(err.value) and "tunelab serve" in str(err.value)
+    assert "tunelab chat" in str(err.value)
     assert main(["export", str(run), "--format", "gguf"]) == 2
     assert "cannot be merged" in capsys.readouterr().err
     copied = export(run, "adapter", out=tmp_path / "adapter").path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.export.chat_layout import TemplateError, analyse_template, render_jinja, sample_conversations
+from tunelab.data.chat_layout import TemplateError, analyse_template, render_jinja, sample_conversations
 from tunelab.export.gotemplate import ollama_messages, render_go_template
 from tunelab.export.modelfile import build_modelfile, read_modelfile_template
 

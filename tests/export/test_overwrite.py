@@ -38,7 +38,8 @@ def test_export_refuses_non_empty_folder_without_overwrite(lora_run, previous, c
 
 
 def test_export_failing_midway_leaves_the_old_folder_byte_identical(lora_run, previous, monkeypatch):
-    from tunelab.export import export, merge
+    from tunelab.export import export
+    from tunelab.models import merge  # the merge (and its generation config) lives in tunelab.models
 
     def fail(*args, **kwargs):  # the weights and tokenizer are already written when this runs
         raise OSError("No space left on device")

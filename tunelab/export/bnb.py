@@ -14,7 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tunelab.export.merge import ExportResult, load_merged, save_hf_folder, write_generation_config
+from tunelab.export.merge import ExportResult
+from tunelab.models.merge import load_merged, save_hf_folder, write_generation_config
 
 
 def bnb_config(kind: str):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ConfigError
-from tunelab.export.merge import ExportResult, export_adapter, export_hf, load_merged
+from tunelab.export.merge import ExportResult, export_adapter, export_hf
+from tunelab.models.merge import load_merged
 from tunelab.utils.fsio import atomic_folder, moved
 
 

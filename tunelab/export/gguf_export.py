@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tunelab.errors import ModelError
-from tunelab.export.merge import MergedRun
+from tunelab.models.merge import MergedRun
 
 
 @dataclass(frozen=True)

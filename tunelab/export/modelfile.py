@@ -1,6 +1,6 @@
 """Ollama ``Modelfile``: the Go-template TEMPLATE and the stop parameters, from the chat template.
 
-The Jinja template is first reduced to a :class:`~tunelab.export.chat_layout.ChatLayout` by
+The Jinja template is first reduced to a :class:`~tunelab.data.chat_layout.ChatLayout` by
 rendering it with sentinels; the layout is then written as a Go template over Ollama's
 ``.Messages`` (https://github.com/ollama/ollama/blob/main/docs/template.md). Stops are the
 turn terminator, the EOS token and the marker of the next user turn, so ``ollama run`` stops
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.export.chat_layout import ChatLayout, TemplateError, analyse_template
+from tunelab.data.chat_layout import ChatLayout, TemplateError, analyse_template
 
 
 def _literal(text: str) -> str:

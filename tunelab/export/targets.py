@@ -74,8 +74,8 @@ def _llama_cpp_generate(llm, prompt_ids: list[int], max_new_tokens: int, eos_ids
 
 def load_reference(run_dir: Path) -> Target:
     """The trained run as it was trained: base + unmerged adapter (or the full model)."""
-    from tunelab.export.merge import eos_token_ids
     from tunelab.models.load import load_run
+    from tunelab.models.merge import eos_token_ids
 
     loaded = load_run(run_dir, device="cpu", dtype="fp32", as_trained=True)
     eos = eos_token_ids(loaded.tokenizer, getattr(loaded.model, "generation_config", None))
@@ -86,7 +86,7 @@ def _load_folder(target: Target) -> Target:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from tunelab.export.merge import id_list
+    from tunelab.models.merge import id_list
 
     kwargs = {"device_map": {"": "cpu"}} if target.kind == "bnb" else {"dtype": torch.float32}
     target.model = AutoModelForCausalLM.from_pretrained(str(target.path), **kwargs).eval()

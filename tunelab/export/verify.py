@@ -22,8 +22,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunelab.data.chat_layout import TemplateError, render_jinja, sample_conversations
 from tunelab.errors import DataError, ModelError
-from tunelab.export.chat_layout import TemplateError, render_jinja, sample_conversations
 from tunelab.export.targets import Target, discover, load_reference, load_targets
 
 DEFAULT_PROMPTS = [

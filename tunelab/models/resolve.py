@@ -120,10 +120,10 @@ def _run_as_model(run_dir: Path) -> Path:
     folder = models_cache() / "runs" / f"{run_dir.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if (folder / "config.json").is_file():
         return folder
-    from tunelab.export.merge import export_hf
+    from tunelab.models.merge import merge_to_folder  # merge loads the base through resolve: import late
 
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    export_hf(run_dir, tmp)
+    merge_to_folder(run_dir, tmp)
     folder.parent.mkdir(parents=True, exist_ok=True)
     return publish_folder(tmp, folder)
 
