@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 BNB_BLOCK = 256
 BNB_MIN_8BIT_SIZE = 4096
@@ -43,13 +44,13 @@ def sgd_bytes(sizes: Sequence[int], param_bytes: float) -> float:
     return sum(sizes) * param_bytes
 
 
-OPTIMIZERS: dict[str, Callable[[Sequence[int], float], float]] = {
-    "adamw": adamw_bytes,
-    "paged_adamw": adamw_bytes,
-    "adamw_8bit": adamw_8bit_bytes,
-    "paged_adamw_8bit": adamw_8bit_bytes,
-    "sgd": sgd_bytes,
-}
+#: optimizer -> its state bytes; same names as tunelab.train.optim.OPTIMIZERS.
+OPTIMIZERS: Registry[Callable[[Sequence[int], float], float]] = Registry("optimizer", key="--optimizer")
+OPTIMIZERS.register("adamw", adamw_bytes)
+OPTIMIZERS.register("paged_adamw", adamw_bytes)
+OPTIMIZERS.register("adamw_8bit", adamw_8bit_bytes)
+OPTIMIZERS.register("paged_adamw_8bit", adamw_8bit_bytes)
+OPTIMIZERS.register("sgd", sgd_bytes)
 
 
 def optimizer_bytes(name: str, sizes: Sequence[int], param_bytes: float) -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from tunelab.errors import ConfigError
 from tunelab.memory.arch import Architecture, count_parameters
+from tunelab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -160,16 +161,16 @@ def _full(arch: Architecture, shape: AdapterShape) -> Trainable:
     )
 
 
-ADAPTERS: dict[str, Callable[[Architecture, AdapterShape], Trainable]] = {
-    "lora": _lora,
-    "qlora": _lora,
-    "dora": _dora,
-    "prompt_tuning": _prompt_tuning,
-    "prefix_tuning": _prefix_tuning,
-    "llama_adapter": _llama_adapter,
-    "freeze": _freeze,
-    "full": _full,
-}
+#: adapter type -> its trainable tensors; same names as tunelab.models.adapters.ADAPTERS.
+ADAPTERS: Registry[Callable[[Architecture, AdapterShape], Trainable]] = Registry("adapter type", key="--adapter")
+ADAPTERS.register("lora", _lora)
+ADAPTERS.register("qlora", _lora)
+ADAPTERS.register("dora", _dora)
+ADAPTERS.register("prompt_tuning", _prompt_tuning)
+ADAPTERS.register("prefix_tuning", _prefix_tuning)
+ADAPTERS.register("llama_adapter", _llama_adapter)
+ADAPTERS.register("freeze", _freeze)
+ADAPTERS.register("full", _full)
 
 
 def trainable(arch: Architecture, adapter: str, shape: AdapterShape | None = None) -> Trainable:

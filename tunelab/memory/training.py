@@ -43,6 +43,7 @@ from tunelab.memory.formats import kv_cache_bytes, nf4_bits_per_weight, weight_b
 from tunelab.memory.optimizers import optimizer_bytes
 from tunelab.memory.sharding import shard
 from tunelab.memory.trainable import AdapterShape, Trainable, trainable
+from tunelab.registry import Registry
 
 #: precision -> (param bytes, compute bytes, autocast)
 PRECISIONS: dict[str, tuple[float, float, bool]] = {
@@ -168,17 +169,18 @@ def _distill(spec: TrainSpec) -> MethodShape:
     )
 
 
-METHODS: dict[str, Callable[[TrainSpec], MethodShape]] = {
-    "sft": _sft,
-    "dpo": _pairwise,
-    "ipo": _pairwise,
-    "orpo": _orpo,
-    "simpo": _orpo,
-    "kto": _kto,
-    "reward": _reward,
-    "ppo": _ppo,
-    "distill": _distill,
-}
+#: method -> what it adds to the plan. The loop's methods (tunelab.methods.METHODS) under the
+#: same names, ``ipo`` as an alias of dpo (it is dpo's ``loss: ipo``), and ``distill``, modelled
+#: ahead of the loop (tests/test_registry.py states the difference).
+METHODS: Registry[Callable[[TrainSpec], MethodShape]] = Registry("method", key="--method")
+METHODS.register("sft", _sft)
+METHODS.register("dpo", _pairwise, aliases=("ipo",))
+METHODS.register("orpo", _orpo)
+METHODS.register("simpo", _orpo)
+METHODS.register("kto", _kto)
+METHODS.register("reward", _reward)
+METHODS.register("ppo", _ppo)
+METHODS.register("distill", _distill)
 
 
 def _base_weight_bytes(spec: TrainSpec, t: Trainable) -> float:

@@ -18,11 +18,11 @@ from torch import nn
 
 from tunelab.config import AdapterArgs
 from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 #: Adapter types whose virtual tokens precede each sequence: packing and position_ids
 #: cannot be used with them (the soft prompt is prepended once per row).
 PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning"}
-PEFT_TYPES = {"lora", "qlora", "dora", "prompt_tuning", "prefix_tuning", "llama_adapter"}
 
 
 def _lora(args: AdapterArgs, model: nn.Module, tokenizer_path: str):
@@ -69,14 +69,14 @@ def _llama_adapter(args: AdapterArgs, model: nn.Module, tokenizer_path: str):
     )
 
 
-PEFT_CONFIGS: dict[str, Callable] = {
-    "lora": _lora,
-    "qlora": _lora,
-    "dora": _lora,
-    "prompt_tuning": _prompt_tuning,
-    "prefix_tuning": _prefix_tuning,
-    "llama_adapter": _llama_adapter,
-}
+#: peft adapter type -> builder of its peft config ``(args, model, tokenizer_path) -> PeftConfig``.
+PEFT_CONFIGS: Registry[Callable] = Registry("peft adapter type", key="adapter.type")
+PEFT_CONFIGS.register("lora", _lora)
+PEFT_CONFIGS.register("qlora", _lora)
+PEFT_CONFIGS.register("dora", _lora)
+PEFT_CONFIGS.register("prompt_tuning", _prompt_tuning)
+PEFT_CONFIGS.register("prefix_tuning", _prefix_tuning)
+PEFT_CONFIGS.register("llama_adapter", _llama_adapter)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -104,23 +104,41 @@ def _freeze(model: nn.Module, args: AdapterArgs) -> nn.Module:
     return model
 
 
-def attach_adapter(
-    model: nn.Module, args: AdapterArgs, tokenizer_path: str, *, gradient_checkpointing: bool
-) -> nn.Module:
-    """Return the model ready to train with ``args.type`` (peft model, or the model itself)."""
-    if args.type == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    if args.type == "freeze":
-        return _freeze(model, args)
+def _full(model: nn.Module, args: AdapterArgs, tokenizer_path: str, gradient_checkpointing: bool) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _peft(model: nn.Module, args: AdapterArgs, tokenizer_path: str, gradient_checkpointing: bool) -> nn.Module:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
-    return get_peft_model(model, PEFT_CONFIGS[args.type](args, model, tokenizer_path))
+    return get_peft_model(model, PEFT_CONFIGS.get(args.type)(args, model, tokenizer_path))
+
+
+#: adapter type (``adapter.type``) -> ``(model, args, tokenizer_path, gradient_checkpointing) -> model``.
+#: Same names as :data:`tunelab.config.AdapterType` and the planner's
+#: :data:`tunelab.memory.trainable.ADAPTERS` (tests/test_registry.py keeps the three in agreement).
+ADAPTERS: Registry[Callable[[nn.Module, AdapterArgs, str, bool], nn.Module]] = Registry(
+    "adapter type", key="adapter.type"
+)
+for _name in PEFT_CONFIGS:
+    ADAPTERS.register(_name, _peft)
+ADAPTERS.register("freeze", lambda model, args, tokenizer_path, gradient_checkpointing: _freeze(model, args))
+ADAPTERS.register("full", _full)
+#: Adapter types that peft implements (saved as a peft adapter folder).
+PEFT_TYPES = frozenset(PEFT_CONFIGS)
+
+
+def attach_adapter(
+    model: nn.Module, args: AdapterArgs, tokenizer_path: str, *, gradient_checkpointing: bool
+) -> nn.Module:
+    """Return the model ready to train with ``args.type`` (peft model, or the model itself)."""
+    return ADAPTERS.get(args.type)(model, args, tokenizer_path, gradient_checkpointing)
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

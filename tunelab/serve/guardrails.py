@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,23 @@ class Guardrail(Protocol):
     def check_output(self, text: str) -> Verdict: ...
 
 
-#: name → factory; the security module registers its guardrails here.
-GUARDRAILS: dict[str, Callable[[], Guardrail]] = {}
+#: name → factory; the security module registers its guardrails here (a name is taken once).
+GUARDRAILS: Registry[Callable[[], Guardrail]] = Registry("guardrail", key="--guardrail")
 
 
 def register_guardrail(name: str, factory: Callable[[], Guardrail]) -> None:
-    GUARDRAILS[name] = factory
+    """Make ``factory`` available as ``tunelab serve --guardrail NAME``.
+
+    Raises:
+        DuplicateNameError: ``name`` is already registered.
+    """
+    GUARDRAILS.register(name, factory)
 
 
 def build_guardrails(names: Sequence[str]) -> list[Guardrail]:
-    """Instantiate guardrails by name; an unknown name lists the registered ones."""
-    missing = [n for n in names if n not in GUARDRAILS]
-    if missing:
-        valid = ", ".join(sorted(GUARDRAILS)) or "none registered"
-        raise ConfigError(f"--guardrail {missing[0]}: unknown guardrail; valid: {valid}")
-    return [GUARDRAILS[n]() for n in names]
+    """Instantiate guardrails by name; an unknown name lists the registered ones and the closest."""
+    factories = [GUARDRAILS.get(n) for n in names]  # every name checked before any is built
+    return [factory() for factory in factories]
 
 
 def first_refusal(guardrails: Sequence[Guardrail], text: str, *, output: bool) -> Verdict:

@@ -15,6 +15,7 @@ from torch import nn
 
 from tunelab.config import TrainArgs
 from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 
 def _param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
@@ -47,13 +48,14 @@ def _sgd(groups, args: TrainArgs, device: str):
     return torch.optim.SGD(groups, lr=args.learning_rate, momentum=0.9)
 
 
-OPTIMIZERS: dict[str, Callable] = {
-    "adamw": _adamw,
-    "adamw_8bit": _bnb("AdamW8bit"),
-    "paged_adamw": _bnb("PagedAdamW"),
-    "paged_adamw_8bit": _bnb("PagedAdamW8bit"),
-    "sgd": _sgd,
-}
+#: ``training.optimizer`` -> ``(param_groups, args, device) -> Optimizer``. Same names as the
+#: config's Literal and the planner's :data:`tunelab.memory.optimizers.OPTIMIZERS` (tests/test_registry.py).
+OPTIMIZERS: Registry[Callable] = Registry("optimizer", key="training.optimizer")
+OPTIMIZERS.register("adamw", _adamw)
+OPTIMIZERS.register("adamw_8bit", _bnb("AdamW8bit"))
+OPTIMIZERS.register("paged_adamw", _bnb("PagedAdamW"))
+OPTIMIZERS.register("paged_adamw_8bit", _bnb("PagedAdamW8bit"))
+OPTIMIZERS.register("sgd", _sgd)
 
 
 def build_optimizer(params: list[nn.Parameter], args: TrainArgs, device: str) -> torch.optim.Optimizer:
@@ -74,7 +76,11 @@ def _constant(progress: float, floor: float) -> float:
     return 1.0
 
 
-SCHEDULES: dict[str, Callable[[float, float], float]] = {"cosine": _cosine, "linear": _linear, "constant": _constant}
+#: ``training.lr_scheduler`` -> ``(progress, floor) -> lr factor``.
+SCHEDULES: Registry[Callable[[float, float], float]] = Registry("schedule", key="training.lr_scheduler")
+SCHEDULES.register("cosine", _cosine)
+SCHEDULES.register("linear", _linear)
+SCHEDULES.register("constant", _constant)
 
 
 def lr_factor(step: int, args: TrainArgs) -> float:

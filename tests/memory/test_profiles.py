@@ -1,0 +1,160 @@
+"""`tunelab plan --profile` and the mechanism flags: each flag changes the plan by exactly its modelled
+term (by hand, on Llama-2-7B's shapes), a profile is the flags it stands for, tunelab's own profile is
+the default, and the CLI gives the published comparison's numbers (bench/memory_published.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunelab.cli.main import main
+from tunelab.cli.plan_cmd import flags_from_argv
+from tunelab.errors import ConfigError
+from tunelab.memory import GIB
+from tunelab.memory.plan_request import PlanFlags, make_plan
+from tunelab.memory.profiles import DEFAULT_PROFILE, PROFILES, find_profile, help_text
+
+H, FFN, L, V = 4096, 11008, 32, 32000
+B, T = 2, 512
+N = B * T
+LORA_QV = 2 * L * 8 * (H + H)  # r = 8 on q_proj and v_proj (4096 -> 4096) in 32 layers
+BASE = ["--model", "llama-2-7b", "--batch-size", str(B), "--seq-len", str(T), "--overhead-gib", "0"]
+QV = ["--adapter", "lora", "--lora-r", "8", "--target-modules", "q_proj,v_proj", "--lora-dropout", "0"]
+
+
+def plan(*args: str):
+    return make_plan(flags_from_argv([*BASE, *args]))
+
+
+def test_chunked_loss_flag_removes_the_fp32_logits_term():
+    full, chunked = plan(*QV), plan(*QV, "--chunked-loss")
+    assert full.estimate.logits == N * V * 12  # 16-bit logits + fp32 copy + log-softmax + its gradient
+    assert chunked.estimate.logits == N * V * 2  # the 16-bit logits only
+    assert full.estimate.total - chunked.estimate.total == N * V * 10
+
+
+def test_adapter_dtype_flag_halves_adapter_gradient_and_moments():
+    fp32, bf16 = plan(*QV), plan(*QV, "--adapter-dtype", "bf16")
+    assert fp32.estimate.trainable == LORA_QV == 4_194_304
+    assert fp32.estimate.adapter - bf16.estimate.adapter == LORA_QV * 2
+    assert fp32.estimate.gradients - bf16.estimate.gradients == LORA_QV * 2
+    assert fp32.estimate.optimizer - bf16.estimate.optimizer == 2 * LORA_QV * 2  # two Adam moments
+    # per layer, fp32 adapters keep peft's fp32 cast of the attention input for q and v (2 · 4h) and
+    # fp32 A·x (2 · 4r); bf16 adapters keep the bf16 input itself once (2h) and bf16 A·x (2 · 2r)
+    r = 8
+    activations = N * L * ((2 * 4 * H + 2 * 4 * r) - (2 * H + 2 * 2 * r))
+    assert fp32.estimate.activations - bf16.estimate.activations == activations
+    # the gradients are written while activations are freed (overlap): 6 B/param, not 8
+    assert fp32.estimate.total - bf16.estimate.total == LORA_QV * 6 + activations
+
+
+def test_optimizer_in_backward_and_offload_flags():
+    full = ["--adapter", "full", "--precision", "bf16"]
+    assert plan(*full).estimate.gradients == 6_738_415_616 * 2
+    assert plan(*full, "--optimizer-in-backward").estimate.gradients == V * H * 2  # one tensor at a time
+    ckpt = [*QV, "--precision", "bf16", "--gradient-checkpointing"]
+    kept, offloaded = plan(*ckpt), plan(*ckpt, "--offload-activations")
+    assert offloaded.estimate.cpu_offload == N * L * 2 * H  # bf16 block inputs in CPU RAM
+    assert kept.estimate.activations - offloaded.estimate.activations == N * L * 2 * H
+
+
+def test_quantized_head_flag_stores_the_head_in_nf4():
+    qlora = ["--profile", "litgpt", "--adapter", "qlora", "--lora-r", "8", "--target-modules", "q_proj,v_proj"]
+    head, plain = plan(*qlora), plan(*qlora, "--no-quantized-head")
+    assert head.spec.quantize_head and not plain.spec.quantize_head and not head.spec.double_quant
+    assert head.estimate.weights - plain.estimate.weights == pytest.approx(V * H * (4.5 / 8 - 2))
+
+
+def test_kbit_upcast_stores_a_quantized_models_other_params_in_fp32():
+    """peft's prepare_model_for_kbit_training casts embeddings, norms and the head to fp32."""
+    qlora = ["--adapter", "qlora", "--lora-r", "8", "--target-modules", "q_proj,v_proj"]
+    upcast, kept = plan(*qlora), plan(*qlora, "--no-kbit-upcast")
+    unquantized = 2 * V * H + (2 * L + 1) * H  # embedding + head + 2 norms per layer + final norm
+    assert upcast.estimate.weights - kept.estimate.weights == unquantized * (4 - 2)
+    assert upcast.to_json()["settings"]["precision"] == "mixed" and kept.to_json()["settings"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("adapter", ["lora", "qlora"])
+def test_a_profile_equals_its_explicit_flags(name, adapter):
+    run = [*QV[2:], "--adapter", adapter]
+    by_name = plan(*run, "--profile", name)
+    explicit = plan(*run, *shlex.split(PROFILES[name].command_line(quantized=adapter == "qlora")))
+    assert by_name.spec == explicit.spec
+    assert by_name.estimate.breakdown() == explicit.estimate.breakdown()
+
+
+def test_flags_override_the_profile():
+    result = plan(*QV, "--profile", "litgpt", "--adapter-dtype", "fp32", "--no-keep-previous-graph")
+    assert result.spec.adapter_bytes == 4 and not result.spec.keeps_previous_graph
+    assert result.spec.precision == "bf16"  # the rest of litgpt stays
+    assert plan(*QV, "--profile", "transformers-peft", "--adapter", "qlora").spec.gradient_checkpointing
+    assert not plan(
+        *QV, "--profile", "transformers-peft", "--adapter", "qlora", "--no-gradient-checkpointing"
+    ).spec.gradient_checkpointing
+
+
+def test_tunelab_profile_is_the_default_and_is_what_the_loop_does():
+    assert DEFAULT_PROFILE == "tunelab" and find_profile(None).name == "tunelab"
+    default, named = plan(*QV), plan(*QV, "--profile", "tunelab")
+    assert default.profile == named.profile == "tunelab"
+    assert default.spec == named.spec and default.estimate.total == named.estimate.total
+    spec = default.spec  # peft fp32 adapters, fp32 log-softmax over all logits, nothing kept between steps
+    assert spec.adapter_bytes == 4 and spec.loss == "full"
+    assert not spec.keeps_previous_graph and not spec.optimizer_in_backward and not spec.offload_activations
+    assert spec.kbit_upcast and not spec.quantized_inputs_saved and not spec.quantize_head
+    assert spec.precision == "bf16"  # on a GPU tunelab loads bf16 weights (models/load.py torch_dtype auto)
+    assert make_plan(PlanFlags(model="llama-2-7b", device="cpu")).spec.precision == "mixed"  # fp32 + autocast
+
+
+def test_unknown_profile_lists_the_valid_ones(capsys):
+    with pytest.raises(ConfigError, match="tunelab, transformers-peft, litgpt, torchtune"):
+        find_profile("peft")
+    assert main(["plan", *BASE, "--profile", "peft"]) == 2
+    err = capsys.readouterr().err
+    assert "--profile" in err and "litgpt" in err and "fix:" in err and "Traceback" not in err
+
+
+def test_json_includes_the_profile_and_help_lists_them(capsys, monkeypatch):
+    assert main(["plan", *BASE, *QV, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile"] == "tunelab" and data["settings"]["adapter_bytes"] == 4
+    assert main(["plan", *BASE, *QV, "--profile", "torchtune", "--chunked-loss", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile"] == "torchtune"
+    assert data["settings"]["adapter_bytes"] == 2 and data["settings"]["loss"] == "chunked"
+    assert data["breakdown"]["logits"] == pytest.approx(N * V * 2 / GIB, abs=1e-4)
+    assert all(name in help_text() for name in PROFILES)
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["plan", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--profile" in out and all(f"{name} = " in out for name in PROFILES)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/memory_published.py as a module (registered: its dataclasses need their module)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "memory_published.py"
+    spec = importlib.util.spec_from_file_location("memory_published", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("case_id", ["L4", "T2", "E7", "E10"])
+def test_cli_reproduces_the_published_comparison(case_id, bench, capsys):
+    case = next(c for c in bench.CASES if c.id == case_id)
+    assert case.command.startswith("tunelab plan --profile ")
+    assert main(["plan", *case.argv, "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total_gib"] * GIB
+    unit = 1e9 if case.unit == "GB" else GIB
+    assert total / unit == pytest.approx(bench.plan_case(case).planned, abs=1e-4 * GIB / unit)
+    # the planner numbers docs/memory.md prints for these cases
+    assert round(bench.plan_case(case).planned, 2) == {"L4": 13.23, "T2": 14.18, "E7": 20.83, "E10": 4.69}[case_id]
