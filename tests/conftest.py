@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Runs choose their precision from a timing probe (tunelab/models/precision.py); tests inject its
+# measurements so that no result depends on how busy the machine is: bf16 measured slower, so
+# `auto` is fp32 everywhere, as the explicit fp32 of most tests. CLI subprocesses inherit it.
+os.environ.setdefault("TUNELAB_PRECISION_PROBE", '{"fp32": 100.0, "bf16": 10.0, "fp16": 10.0}')
 
 
 def pytest_collection_modifyitems(config, items):

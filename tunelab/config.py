@@ -43,7 +43,9 @@ class ModelArgs(Section):
         "or a repo id in the local Hugging Face cache.",
     )
     dtype: Dtype = Field(
-        "auto", description="Weight dtype. 'auto' = fp32 on CPU (master weights), bf16 on GPUs that support it."
+        "auto",
+        description="Weight dtype. 'auto' = for inference, the dtype chosen by a measured probe (fastest matmuls "
+        "on this machine); for training, fp32 master weights (bf16 frozen weights on a GPU where the probe chose bf16)",
     )
     quantization: Literal["none", "int8", "nf4"] = Field(
         "none", description="bitsandbytes quantization of the frozen base weights (qlora implies nf4)."
@@ -51,8 +53,8 @@ class ModelArgs(Section):
     double_quant: bool = Field(True, description="NF4 double quantization (quantize the quantization constants).")
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto",
-        description="Compute dtype of 4-bit layers. 'auto' = bf16 on GPUs, fp32 on CPU (bitsandbytes' CPU "
-        "training path is ~15x slower with bf16; bf16 autocast still runs the matmuls in bf16).",
+        description="Compute dtype of 4-bit layers. 'auto' = chosen by a measured probe on GPUs, fp32 on CPU "
+        "(bitsandbytes' CPU training path is ~15x slower with bf16; a bf16 autocast still runs the matmuls in bf16).",
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 when installed."
@@ -130,7 +132,9 @@ class TrainArgs(Section):
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm (null = no clipping).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Autocast dtype; master weights stay fp32. 'auto' = bf16 where supported."
+        "auto",
+        description="Autocast dtype; master weights stay fp32. 'auto' = chosen by a measured probe: bf16 (or fp16) "
+        "only where its matmuls ran faster than fp32 on this machine (cached per machine in $TUNELAB_HOME/precision).",
     )
     eval_every: int = Field(0, ge=0, description="Evaluate validation loss every N steps (0 = only at the end).")
     eval_batches: int = Field(0, ge=0, description="Validation micro-batches per evaluation (0 = all).")

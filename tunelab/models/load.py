@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.config import AdapterArgs, ModelArgs, RunConfig
+from tunelab.config import AdapterArgs, DataArgs, ModelArgs, RunConfig
 from tunelab.errors import CheckpointError, ModelError
 from tunelab.models.resolve import resolve_model
 
@@ -27,26 +27,45 @@ def default_device(requested: str = "auto") -> str:
     return requested
 
 
-def torch_dtype(name: str, device: str):
-    """Weight dtype. ``auto`` keeps fp32 on CPU (master weights), bf16 on capable GPUs."""
+def dtype_name(name: str, device: str, *, for_training: bool = False) -> str:
+    """Weight dtype (fp32, bf16, fp16) that ``name`` means on ``device``.
+
+    ``auto`` for inference (chat, serve, reward scoring, evaluation) is the dtype the
+    precision probe measured fastest here (:mod:`tunelab.models.precision`). For training it
+    keeps fp32 weights (master weights; autocast gives the speed), except that on a GPU
+    where the probe chose bf16 the base is loaded in bf16, which halves the frozen weights'
+    memory as the planner assumes (fp16 weights cannot be trained with a grad scaler).
+    """
+    if name != "auto":
+        return name
+    from tunelab.models.precision import choose_precision
+
+    chosen = choose_precision("auto", device).dtype
+    if for_training:
+        return "bf16" if device != "cpu" and chosen == "bf16" else "fp32"
+    return chosen
+
+
+def torch_dtype(name: str, device: str, *, for_training: bool = False):
     import torch
 
-    if name == "auto":
-        if device == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, DTYPES[name])
+    return getattr(torch, DTYPES[dtype_name(name, device, for_training=for_training)])
 
 
 def quantization_config(args: ModelArgs, device: str = "cpu"):
-    """bitsandbytes config for ``args.quantization`` (None for unquantized)."""
+    """bitsandbytes config for ``args.quantization`` (None for unquantized).
+
+    ``compute_dtype: auto`` is fp32 on CPU, where bitsandbytes' 4-bit training path
+    (dequantize + matmul) is ~15x slower in bf16 whatever the matmul probe says, and the
+    probe's choice elsewhere.
+    """
     import torch
     from transformers import BitsAndBytesConfig
 
     if args.quantization == "nf4":
         compute = args.compute_dtype
         if compute == "auto":
-            compute = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            compute = "fp32" if device == "cpu" else dtype_name("auto", device)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -106,9 +125,9 @@ def load_model(
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}
-        kwargs["dtype"] = torch_dtype("fp32" if device == "cpu" else "auto", device)
+        kwargs["dtype"] = torch_dtype("fp32" if device == "cpu" else "auto", device, for_training=for_training)
     else:
-        kwargs["dtype"] = torch_dtype(model_args.dtype, device)
+        kwargs["dtype"] = torch_dtype(model_args.dtype, device, for_training=for_training)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(resolved.path), **kwargs)
     except (OSError, ValueError) as err:
@@ -203,12 +222,51 @@ def load_run(
             f"{run_dir} has neither adapter/ nor model/: the run did not finish.\n"
             f"  fix: resume it with `tunelab train {run_dir}/config.yaml --resume`"
         )
+    config = use_trained_template(run_dir, config, tokenizer)
     model.eval()
     return LoadedRun(model, tokenizer, config, run_dir)
 
 
-def save_trained(model, tokenizer, folder: Path, adapter_type: str) -> None:
-    """Save an adapter (peft format) or a full model, with tokenizer, chat template and generation config."""
+def use_trained_template(run_dir: Path, config: RunConfig, tokenizer) -> RunConfig:
+    """Give ``tokenizer`` the chat template the run was trained with; returns the config to render with.
+
+    The run's ``chat_template.jinja`` when there is one; for a run saved before that file existed,
+    the template rebuilt from ``config.data`` (alpaca/qa/...; left as saved if it cannot be rebuilt,
+    e.g. a Jinja file that has moved). A Jinja-file template is pointed at the run's copy, so code
+    that renders with ``config.data`` (reward scoring) does not depend on the original path.
+    """
+    from tunelab.data.templates import TEMPLATES, trained_chat_template
+    from tunelab.errors import DataError
+
+    saved = run_dir / TRAINED_TEMPLATE
+    if saved.is_file():
+        tokenizer.chat_template = saved.read_text(encoding="utf-8")
+        if config.data.template not in TEMPLATES:
+            data = config.data.model_copy(update={"template": str(saved), "system_prompt": None})
+            return config.model_copy(update={"data": data})
+        return config
+    try:
+        template = trained_chat_template(config.data.template, tokenizer, config.data.system_prompt)
+    except DataError:
+        template = None
+    if template is not None:
+        tokenizer.chat_template = template
+    return config
+
+
+#: The template a run was trained with, as Jinja, in the run folder (``RUN/chat_template.jinja``).
+TRAINED_TEMPLATE = "chat_template.jinja"
+
+
+def save_trained(model, tokenizer, folder: Path, adapter_type: str, *, data: DataArgs | None = None) -> None:
+    """Save an adapter (peft format) or a full model, with tokenizer, chat template and generation config.
+
+    With ``data`` (the run's data section), the chat template saved with the tokenizer is the one
+    the run was *trained* with (:func:`tunelab.data.templates.trained_chat_template`: alpaca, qa,
+    the model's own or a Jinja file, with the system prompt), and a copy goes to
+    ``folder.parent / chat_template.jinja`` (``folder`` is ``RUN/adapter`` or ``RUN/model``). Chat,
+    serve, reward scoring and every export read it from there, so they render prompts as training did.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     if adapter_type not in ("freeze", "full"):
@@ -216,4 +274,17 @@ def save_trained(model, tokenizer, folder: Path, adapter_type: str) -> None:
         base = model.get_base_model()
         if getattr(base, "generation_config", None) is not None:
             base.generation_config.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    template = None
+    if data is not None:
+        from tunelab.data.templates import trained_chat_template
+
+        template = trained_chat_template(data.template, tokenizer, data.system_prompt)
+    own = getattr(tokenizer, "chat_template", None)
+    try:  # the caller's tokenizer keeps its own template (the loop may still render data with it)
+        if template is not None:
+            tokenizer.chat_template = template
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.chat_template = own
+    if template is not None:
+        (folder.parent / TRAINED_TEMPLATE).write_text(template, encoding="utf-8")

@@ -1,0 +1,165 @@
+"""The precision probe: decisions from measurements (injected, never timed here), its cache,
+the explicit-bf16 warning, the run folder's record and the inference dtype of ``auto``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunelab.errors import ConfigError
+from tunelab.models import precision
+from tunelab.models.precision import PROBE_ENV, choose_precision, decide, report_precision
+
+SLOW_BF16 = {"fp32": 130.0, "bf16": 0.9}  # an AVX2 CPU (issue 9)
+FAST_BF16 = {"fp32": 100.0, "bf16": 240.0}  # an AVX-512 BF16 / AMX CPU
+
+
+@pytest.fixture()
+def inject(monkeypatch):
+    def set_gflops(gflops: dict[str, float]) -> None:
+        monkeypatch.setenv(PROBE_ENV, json.dumps(gflops))
+
+    return set_gflops
+
+
+@pytest.mark.parametrize(
+    ("gflops", "expected"),
+    [
+        (SLOW_BF16, "fp32"),
+        (FAST_BF16, "bf16"),
+        ({"fp32": 100.0, "bf16": 105.0}, "fp32"),  # within the 1.1x margin: not measurably faster
+        ({"fp32": 100.0, "bf16": 111.0}, "bf16"),
+        ({"fp32": 10.0, "fp16": 80.0}, "fp16"),  # a GPU without bf16
+        ({"fp32": 10.0, "bf16": 5.0, "fp16": 80.0}, "fp16"),  # emulated bf16, real fp16 tensor cores
+        ({"fp32": 10.0, "bf16": 40.0, "fp16": 80.0}, "bf16"),  # bf16 preferred: no loss scaling
+        ({"fp32": 100.0}, "fp32"),
+    ],
+)
+def test_decide_uses_only_the_measurements(gflops, expected):
+    assert decide(gflops) == expected
+
+
+def test_auto_follows_injected_measurements(inject):
+    inject(SLOW_BF16)
+    slow = choose_precision("auto", "cpu")
+    assert (slow.dtype, slow.mixed_precision, slow.source, slow.peak_gflops) == ("fp32", "no", "injected", 130.0)
+    inject(FAST_BF16)
+    fast = choose_precision("auto", "cpu")
+    assert (fast.dtype, fast.mixed_precision, fast.torch_dtype, fast.peak_gflops) == (
+        "bf16",
+        "bf16",
+        torch.bfloat16,
+        240.0,
+    )
+    assert fast.warning is None
+
+
+def test_explicit_bf16_on_a_slow_device_warns_with_both_numbers(inject, tmp_path):
+    from tunelab.utils.log import console
+
+    inject(SLOW_BF16)
+    choice = choose_precision("bf16", "cpu")
+    assert (choice.dtype, choice.source) == ("bf16", "explicit")  # the config is obeyed
+    assert "0.9 GFLOP/s" in choice.warning and "130.0 GFLOP/s" in choice.warning
+    assert "144.4x slower" in choice.warning  # 130 / 0.9
+    assert "fix: set training.precision=auto" in choice.warning
+    with console.capture() as captured:
+        report_precision(choice, tmp_path)
+    text = captured.get()
+    assert "precision: bf16 (set in the config; matmul GFLOP/s on cpu: fp32 130.0, bf16 0.9" in text
+    assert "warning: precision=bf16 is slower than fp32" in text
+    saved = json.loads((tmp_path / "precision.json").read_text())
+    assert saved["dtype"] == "bf16" and saved["gflops"] == SLOW_BF16 and saved["peak_gflops"] == 0.9
+    inject(FAST_BF16)
+    assert choose_precision("bf16", "cpu").warning is None
+
+
+def test_probe_is_cached_per_machine_and_kernel_settings(monkeypatch, tmp_path):
+    monkeypatch.delenv(PROBE_ENV, raising=False)
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(precision, "_MEMO", {})
+    calls = []
+
+    def fake_measure(device, budget_s=precision.BUDGET_S):
+        calls.append(device)
+        return dict(SLOW_BF16)
+
+    monkeypatch.setattr(precision, "measure", fake_measure)
+    first = choose_precision("auto", "cpu")
+    assert (first.dtype, first.source, calls) == ("fp32", "probe", ["cpu"])
+    cached = json.loads((tmp_path / "precision" / first.cache.rsplit("/", 1)[1]).read_text())
+    assert cached["gflops"] == SLOW_BF16
+    assert cached["key"]["torch"] == torch.__version__
+    assert cached["key"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setattr(precision, "_MEMO", {})  # a new process: read back from disk
+    second = choose_precision("auto", "cpu")
+    assert (second.dtype, second.source, second.gflops, calls) == ("fp32", "cache", SLOW_BF16, ["cpu"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # other kernels: measured again, cached apart
+    third = choose_precision("auto", "cpu")
+    assert (third.source, calls, third.key["env"]) == ("probe", ["cpu", "cpu"], {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert third.cache != first.cache
+
+
+def test_real_probe_measures_every_cpu_dtype_without_touching_the_seeded_rng():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    gflops = precision.measure("cpu", budget_s=0.05)
+    assert set(gflops) == {"fp32", "bf16"} and all(v > 0 for v in gflops.values())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_bad_injection_names_the_variable(inject, monkeypatch, tmp_path):
+    monkeypatch.setenv(PROBE_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match=f"{PROBE_ENV}=.*missing.json: cannot read it"):
+        choose_precision("auto", "cpu")
+    inject({"bf16": 3.0})
+    with pytest.raises(ConfigError, match='no "fp32" entry'):
+        choose_precision("auto", "cpu")
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"key": {}, "gflops": FAST_BF16}))  # a cache file can be injected as is
+    monkeypatch.setenv(PROBE_ENV, str(path))
+    assert choose_precision("auto", "cpu").dtype == "bf16"
+
+
+def test_auto_weights_for_inference_follow_the_probe_training_keeps_fp32(inject):
+    from tunelab.config import ModelArgs
+    from tunelab.models.load import dtype_name, quantization_config, torch_dtype
+
+    inject(FAST_BF16)
+    assert torch_dtype("auto", "cpu") == torch.bfloat16  # chat / serve / scoring
+    assert dtype_name("auto", "cpu", for_training=True) == "fp32"  # master weights
+    assert dtype_name("fp16", "cpu") == "fp16"  # an explicit dtype is kept
+    nf4 = quantization_config(ModelArgs(quantization="nf4"), "cpu")
+    assert nf4.bnb_4bit_compute_dtype == torch.float32  # bitsandbytes' CPU path
+    inject(SLOW_BF16)
+    assert torch_dtype("auto", "cpu") == torch.float32
+
+
+def test_run_folder_records_the_choice_and_the_loop_uses_it(make_config, inject, capsys):
+    from tunelab.train.loop import _precision, train
+
+    inject(FAST_BF16)
+    config = make_config("training.precision=auto", "training.max_steps=2", "name=fast")
+    assert _precision(config, "cpu") == "bf16"  # accelerate's mixed_precision
+    result = train(config)
+    saved = json.loads((Path(result.run_dir) / "precision.json").read_text())
+    assert (saved["dtype"], saved["requested"], saved["source"], saved["gflops"]) == (
+        "bf16",
+        "auto",
+        "injected",
+        FAST_BF16,
+    )
+    assert saved["peak_gflops"] == 240.0
+    err = capsys.readouterr().err
+    assert "precision: bf16 (chosen by measurement; matmul GFLOP/s on cpu: fp32 100.0, bf16 240.0" in err
+    inject(SLOW_BF16)
+    config = make_config("training.precision=auto", "training.max_steps=2", "name=slow")
+    assert _precision(config, "cpu") == "no"
+    result = train(config)
+    saved = json.loads((Path(result.run_dir) / "precision.json").read_text())
+    assert (saved["dtype"], saved["gflops"]) == ("fp32", SLOW_BF16)
