@@ -232,7 +232,7 @@ def make_plan(flags: PlanFlags, fit_device: str | None = None) -> PlanResult:
     profile = find_profile(flags.profile).name
     title = (
         f"training: {flags.model}, {spec.method} + {spec.adapter}, micro-batch {spec.batch_size} × "
-        f"{spec.seq_len} tokens, {spec.precision}, profile {profile}"
+        f"{spec.seq_len} tokens, {kbit_prepared(spec).precision}, profile {profile}"
     )
     estimate = plan_training(spec)
     fit = None

@@ -81,13 +81,10 @@ def _run_dir(config: RunConfig, resume: bool) -> Path:
 
 
 def _precision(config: RunConfig, device: str) -> str:
-    """accelerate mixed-precision mode: bf16 where the hardware has it, else fp16 on old GPUs."""
-    choice = config.training.precision
-    if choice == "auto":
-        if device == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[choice]
+    """accelerate mixed-precision mode; ``auto`` is what the precision probe measured fastest here."""
+    from tunelab.models.precision import choose_precision
+
+    return choose_precision(config.training.precision, device).mixed_precision
 
 
 def _accelerator(config: RunConfig, device: str, run_dir: Path):
@@ -188,6 +185,9 @@ def _setup(config: RunConfig, resume: bool, force: bool):
     torch.manual_seed(config.training.seed)
     random.seed(config.training.seed)
     accelerator = _accelerator(config, device, run_dir)
+    from tunelab.models.precision import choose_precision, report_precision  # printed and saved as precision.json
+
+    report_precision(choose_precision(config.training.precision, device), run_dir)
     method_cls = get_method(config.method)
     model, tokenizer = load_model(
         config.model,
