@@ -120,6 +120,15 @@ def test_unknown_profile_lists_the_valid_ones(capsys):
     assert "--profile" in err and "litgpt" in err and "fix:" in err and "Traceback" not in err
 
 
+def test_bad_mechanism_values_name_the_flag(capsys):
+    assert main(["plan", *BASE, *QV, "--adapter-dtype", "int4"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapter-dtype" in err and "fp32, bf16, fp16" in err and "fix:" in err
+    assert main(["plan", *BASE, *QV, "--dequant-copies", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--dequant-copies" in err and "fix:" in err and "Traceback" not in err
+
+
 def test_json_includes_the_profile_and_help_lists_them(capsys, monkeypatch):
     assert main(["plan", *BASE, *QV, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

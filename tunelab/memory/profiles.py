@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 #: ``--adapter-dtype`` -> bytes per adapter weight, gradient and Adam moment element.
-ADAPTER_DTYPES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2}
+ADAPTER_DTYPES: Registry[float] = Registry("adapter dtype", key="--adapter-dtype")
+ADAPTER_DTYPES.register("fp32", 4)  # peft upcasts adapters to fp32 (autocast_adapter_dtype)
+ADAPTER_DTYPES.register("bf16", 2)
+ADAPTER_DTYPES.register("fp16", 2)
 
 #: The flags every profile states, and what each one is called on the command line.
 MECHANISM_FLAGS: dict[str, str] = {
@@ -100,43 +104,44 @@ _PLAIN = {
 #: not fixed: it follows the device (bf16 weights on a GPU, fp32 master weights + autocast on CPU).
 _TUNELAB = {**_PLAIN, "kbit_upcast": True}
 
-PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        Profile(
-            "tunelab",
-            "tunelab's own loop (the default)",
-            "tunelab/train/loop.py, tunelab/methods/sft.py, tunelab/models/load.py + adapters.py",
-            _TUNELAB,
-        ),
-        Profile(
-            "transformers-peft",
-            "plain transformers Trainer(bf16=True) + peft, as peft's guides do it",
-            "transformers 5 from_pretrained(dtype='auto') keeps the checkpoint's bf16; ForCausalLMLoss "
-            "upcasts logits to fp32; peft keeps adapters fp32; prepare_model_for_kbit_training casts "
-            "non-4-bit params to fp32 and turns gradient checkpointing on",
-            {"precision": "bf16", **_TUNELAB},
-            {"checkpointing": True},
-        ),
-        Profile(
-            "litgpt",
-            "LitGPT finetune/lora.py with precision bf16-true",
-            "litgpt/finetune/lora.py (fit() keeps the previous step's logits); QLoRA: Lightning Fabric "
-            "BitsandbytesPrecision('nf4'): head quantized too, no double quant, fp16 quant state "
-            "(2 dequantized copies), bitsandbytes 0.42 keeps each 4-bit layer's input",
-            {"precision": "bf16", **_PLAIN, "adapter_dtype": "bf16", "keep_previous_graph": True},
-            {"double_quant": False, "quantized_head": True, "dequant_copies": 2, "bnb_kept_inputs": True},
-        ),
-        Profile(
-            "torchtune",
-            "torchtune recipes: bf16 model and LoRA (add --chunked-loss, --optimizer-in-backward, "
-            "--offload-activations as your config sets them)",
-            "torchtune recipes (dtype bf16 for weights and LoRA params); the loss, optimizer_in_bwd and "
-            "enable_activation_offloading are per-config options, so they are flags, not profile values",
-            {"precision": "bf16", **_PLAIN, "adapter_dtype": "bf16"},
-        ),
-    )
-}
+#: --profile NAME -> Profile (registration order is the order --help shows).
+PROFILES: Registry[Profile] = Registry("profile", key="--profile")
+for _profile in (
+    Profile(
+        "tunelab",
+        "tunelab's own loop (the default)",
+        "tunelab/train/loop.py, tunelab/methods/sft.py, tunelab/models/load.py + adapters.py",
+        _TUNELAB,
+    ),
+    Profile(
+        "transformers-peft",
+        "plain transformers Trainer(bf16=True) + peft, as peft's guides do it",
+        "transformers 5 from_pretrained(dtype='auto') keeps the checkpoint's bf16; ForCausalLMLoss "
+        "upcasts logits to fp32; peft keeps adapters fp32; prepare_model_for_kbit_training casts "
+        "non-4-bit params to fp32 and turns gradient checkpointing on",
+        {"precision": "bf16", **_TUNELAB},
+        {"checkpointing": True},
+    ),
+    Profile(
+        "litgpt",
+        "LitGPT finetune/lora.py with precision bf16-true",
+        "litgpt/finetune/lora.py (fit() keeps the previous step's logits); QLoRA: Lightning Fabric "
+        "BitsandbytesPrecision('nf4'): head quantized too, no double quant, fp16 quant state "
+        "(2 dequantized copies), bitsandbytes 0.42 keeps each 4-bit layer's input",
+        {"precision": "bf16", **_PLAIN, "adapter_dtype": "bf16", "keep_previous_graph": True},
+        {"double_quant": False, "quantized_head": True, "dequant_copies": 2, "bnb_kept_inputs": True},
+    ),
+    Profile(
+        "torchtune",
+        "torchtune recipes: bf16 model and LoRA (add --chunked-loss, --optimizer-in-backward, "
+        "--offload-activations as your config sets them)",
+        "torchtune recipes (dtype bf16 for weights and LoRA params); the loss, optimizer_in_bwd and "
+        "enable_activation_offloading are per-config options, so they are flags, not profile values",
+        {"precision": "bf16", **_PLAIN, "adapter_dtype": "bf16"},
+    ),
+):
+    PROFILES.register(_profile.name, _profile)
+del _profile
 
 DEFAULT_PROFILE = "tunelab"
 
@@ -147,13 +152,7 @@ def find_profile(name: str | None) -> Profile:
     Raises:
         ConfigError: unknown name; the message lists the valid ones.
     """
-    profile = PROFILES.get(name or DEFAULT_PROFILE)
-    if profile is None:
-        raise ConfigError(
-            f"--profile: unknown profile '{name}'. Valid: {', '.join(PROFILES)}\n"
-            f"  fix: pass one of them, e.g. --profile {DEFAULT_PROFILE}"
-        )
-    return profile
+    return PROFILES.get(name or DEFAULT_PROFILE)
 
 
 def mechanism_fields(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,18 +186,13 @@ def adapter_bytes(dtype: str) -> float:
     Raises:
         ConfigError: unknown dtype.
     """
-    if dtype not in ADAPTER_DTYPES:
-        raise ConfigError(
-            f"--adapter-dtype: unknown '{dtype}'. Valid: {', '.join(ADAPTER_DTYPES)}\n"
-            "  fix: fp32 for peft (it upcasts adapters), bf16 for bf16-true toolkits"
-        )
-    return ADAPTER_DTYPES[dtype]
+    return ADAPTER_DTYPES.get(dtype)
 
 
 def help_text() -> str:
     """``--profile`` help: every profile with what it sets beyond the plain mechanisms."""
     parts = []
-    for p in PROFILES.values():
+    for p in map(PROFILES.get, PROFILES):
         beyond = {key: value for key, value in p.flags.items() if _PLAIN.get(key, ...) != value}
         text = f"{p.name} = {p.summary}: {_command(beyond) or 'nothing beyond them'}"
         parts.append(text + (f", a quantized base adds {_command(p.quantized)}" if p.quantized else ""))
