@@ -69,6 +69,11 @@ class Engine:
         return self.generator.max_context
 
     @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding: the token ids a prompt may hold."""
+        return self.model.get_input_embeddings().num_embeddings
+
+    @property
     def prefix_cache(self) -> PrefixCache | None:
         return self.generator.prefix_cache
 

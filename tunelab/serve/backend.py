@@ -22,6 +22,7 @@ class TextStream(Protocol):
 
 class Backend(Protocol):
     max_context: int
+    vocab_size: int  # token ids 0..vocab_size-1 are valid prompt tokens
 
     def model_ids(self) -> list[str]: ...
 

@@ -4,16 +4,23 @@ Every failure answers ``{"error": {"message", "type", "param", "code"}}`` so the
 clients raise their matching exception (400 → ``BadRequestError``, 401 →
 ``AuthenticationError``, 404 → ``NotFoundError``, 413, 429 → ``RateLimitError``, 500/503 →
 ``InternalServerError``).
+
+A 500 never carries the exception's text (it can hold paths, tensor shapes or prompt text of
+other requests): its body says "internal error" with a request id, and the traceback is
+logged under that id on the ``tunelab.serve`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunelab.serve.schemas import new_id
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -35,6 +42,7 @@ class APIError(Exception):
     message: str
     code: str | None = None
     param: str | None = None
+    request_id: str | None = None
 
     def body(self) -> dict:
         return {
@@ -47,8 +55,20 @@ class APIError(Exception):
         }
 
     def response(self) -> JSONResponse:
-        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
+        headers = {"Retry-After": "1"} if self.status in (429, 503) else {}
+        if self.request_id:
+            headers["X-Request-Id"] = self.request_id
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+logger = logging.getLogger("tunelab.serve")
+
+
+def internal_error(err: BaseException) -> APIError:
+    """A 500 that names only a fresh request id; the exception is logged under that id."""
+    request_id = new_id("req")
+    logger.error("request %s failed", request_id, exc_info=(type(err), err, err.__traceback__))
+    return APIError(500, f"internal error (request id {request_id})", code="internal_error", request_id=request_id)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
@@ -77,3 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else None
         return APIError(exc.status_code, str(exc.detail), code=code).response()
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        return internal_error(exc).response()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tunelab.errors import ServeError, TunelabError
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, TokenLogprob
 from tunelab.serve.backend import Backend
-from tunelab.serve.errors import APIError
+from tunelab.serve.errors import APIError, internal_error
 from tunelab.serve.guardrails import Guardrail, first_refusal
 from tunelab.serve.schemas import SamplingFields
 from tunelab.serve.worker import Job
@@ -23,6 +23,8 @@ from tunelab.serve.worker import Job
 class Limits:
     max_tokens_limit: int
     max_context: int
+    max_prompts: int = 16
+    max_request_tokens: int = 16_384
 
 
 @dataclass
@@ -49,8 +51,37 @@ def check_input(guardrails: Sequence[Guardrail], text: str) -> None:
                        code="content_policy_violation")
 
 
-def max_new_tokens(prompt_len: int, requested: int | None, limits: Limits) -> int:
-    """The number of tokens to allow, or a 400 (bounded max_tokens, context_length_exceeded)."""
+def check_request_size(prompts: int, choices: int, max_tokens: int, limits: Limits) -> None:
+    """400 unless the request's prompts and choices x prompts x max_tokens are within bounds."""
+    if prompts > limits.max_prompts:
+        raise APIError(400, f"this request has {prompts} prompts; this server takes at most "
+                       f"--max-prompts {limits.max_prompts} per request: split it into several requests",
+                       code="too_many_prompts", param="prompt")
+    total = choices * prompts * max_tokens
+    if total > limits.max_request_tokens:
+        times = f"{choices} choices x " if choices > 1 else ""
+        raise APIError(400, f"this request asks for {times}{prompts} prompts x {max_tokens} max_tokens = {total} "
+                       f"tokens; this server allows --max-request-tokens {limits.max_request_tokens} per request: "
+                       "lower max_tokens or split the prompts", code="too_many_tokens", param="max_tokens")
+
+
+def check_token_ids(prompts: Sequence[str | Sequence[int]], vocab_size: int) -> None:
+    """400 for a token-id prompt holding an id the model has no embedding for."""
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            continue
+        bad = next((t for t in prompt if not 0 <= t < vocab_size), None)
+        if bad is not None:
+            where = f"prompt[{index}]" if len(prompts) > 1 else "prompt"
+            raise APIError(400, f"{where}: token id {bad} is outside this model's vocabulary "
+                           f"(0..{vocab_size - 1})", code="invalid_value", param="prompt")
+
+
+def max_new_tokens(prompt_len: int, requested: int | None, limits: Limits, choices: int = 1) -> int:
+    """The number of tokens to allow, or a 400 (bounded max_tokens, context_length_exceeded).
+
+    Without ``requested``, as many as fit the context, ``--max-tokens-limit`` and (over
+    ``choices``) ``--max-request-tokens``."""
     if requested is not None and requested > limits.max_tokens_limit:
         raise APIError(400, f"max_tokens={requested} is over this server's limit of {limits.max_tokens_limit}",
                        code="invalid_value", param="max_tokens")
@@ -64,7 +95,8 @@ def max_new_tokens(prompt_len: int, requested: int | None, limits: Limits) -> in
             "completion). Please reduce the length of the messages or completion.",
             code="context_length_exceeded", param="messages",
         )
-    return requested if requested is not None else min(limits.max_tokens_limit, room)
+    return requested if requested is not None else min(limits.max_tokens_limit, room,
+                                                       limits.max_request_tokens // choices)
 
 
 def sampling_params(req: SamplingFields, max_tokens: int) -> SamplingParams:
@@ -80,7 +112,7 @@ def as_api_error(err: BaseException) -> APIError:
         return err
     if isinstance(err, TunelabError):
         return APIError(400, str(err), code="invalid_request")
-    return APIError(500, f"generation failed: {type(err).__name__}: {err}", code="internal_error")
+    return internal_error(err)
 
 
 def generation_job(

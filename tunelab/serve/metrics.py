@@ -1,7 +1,8 @@
 """Prometheus text-format metrics (exposition format 0.0.4), without a client library.
 
 Exposed at ``GET /metrics``: request counts by route and status, prompt and completion token
-counts, request latency and time-to-first-token histograms, queue depth and busy state.
+counts, request latency and time-to-first-token histograms, queue depth and busy state, and
+the requests cancelled because their client went away.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cancelled = 0
         self.latency: dict[str, Histogram] = {}
         self.ttft = Histogram()
         self._queue_depth = queue_depth
@@ -65,6 +67,10 @@ class Metrics:
             if time_to_first_token is not None:
                 self.ttft.observe(time_to_first_token)
 
+    def record_cancelled(self) -> None:
+        with self._lock:
+            self.cancelled += 1
+
     def render(self) -> str:
         with self._lock:
             lines = ["# HELP tunelab_requests_total Requests answered, by route and HTTP status.",
@@ -76,6 +82,8 @@ class Metrics:
                       "# HELP tunelab_completion_tokens_total Tokens generated.",
                       "# TYPE tunelab_completion_tokens_total counter",
                       f"tunelab_completion_tokens_total {self.completion_tokens}",
+                      "# HELP tunelab_cancelled_total Generations stopped early because the client went away.",
+                      "# TYPE tunelab_cancelled_total counter", f"tunelab_cancelled_total {self.cancelled}",
                       "# HELP tunelab_request_latency_seconds Request latency, by route.",
                       "# TYPE tunelab_request_latency_seconds histogram"]
             for route, hist in sorted(self.latency.items()):

@@ -1,4 +1,4 @@
-"""ASGI middleware: API-key check (constant time) and request body size bound.
+"""ASGI middleware: API-key check (constant time), request body size bound, request metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched.
 """
@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from tunelab.serve.errors import APIError
+from tunelab.serve.metrics import Metrics
 
 OPEN_PATHS = {"/health"}
 
@@ -44,12 +46,15 @@ class ApiKeyMiddleware:
         return await self.app(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413 (by header, and while reading)."""
+    """Refuse request bodies over ``max_bytes`` with 413, with or without ``Content-Length``.
+
+    A chunked body (no length header) is read here, up to the bound, before the app sees it:
+    raising from inside the app's own body read would surface as FastAPI's generic 400
+    "error parsing the body". Reading stops at the bound, so an endless body costs at most
+    ``max_bytes``. The body is then replayed to the app; later messages (the disconnect a
+    non-streaming route waits for) pass through.
+    """
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -64,18 +69,47 @@ class BodyLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await send_error(send, self._error())
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return  # nobody left to answer
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                return await send_error(send, self._error())
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await send_error(send, self._error())
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+class MetricsMiddleware:
+    """Count every response by route and status and time it to its last byte (streams included)."""
+
+    ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        route = next((r for r in self.ROUTES if scope["path"].startswith(r)), "other")
+        status = 500
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.metrics.record_request(route, status, time.perf_counter() - start)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
