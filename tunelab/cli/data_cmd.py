@@ -76,12 +76,19 @@ def print_inspection(result) -> None:
         console.print(f"  {b.low:>6}–{b.high:<6} {bar} {b.count}{over}", highlight=False)
     console.print(f"\n[bold]example[/bold] {result.sample_where}: {result.sample_trained_tokens} of "
                   f"{result.sample_tokens} tokens trained", highlight=False)
-    console.print(Text.assemble(("legend: ", "bold"), ("trained (in the loss)", "bold green underline"),
-                                "  ", ("prompt (label -100)", "dim")))
+    console.print(Text.assemble(("legend: ", "bold"), (marked("trained (in the loss)"), "bold green underline"),
+                                "  ", ("prompt (label -100, unmarked)", "dim")))
     sample = Text()
     for text, trained in result.sample_spans:
-        sample.append(text, style="bold green underline" if trained else "dim")
+        sample.append(marked(text) if trained else text, style="bold green underline" if trained else "dim")
     console.print(sample)
+
+
+def marked(text: str) -> str:
+    """Trained text between the markers (the style only repeats what the markers say)."""
+    from tunelab.data.inspect import TRAINED_CLOSE, TRAINED_OPEN
+
+    return f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}"
 
 
 def register(app: typer.Typer) -> None:

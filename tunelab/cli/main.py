@@ -2,12 +2,15 @@
 
 Each subcommand lives in its own module and registers itself on :data:`app` through
 :func:`register`; the list below is the explicit registry of subcommand modules.
-Any :class:`~tunelab.errors.TunelabError` becomes a one-paragraph message and exit code 2.
+Any :class:`~tunelab.errors.TunelabError` becomes a one-paragraph message and exit code 2,
+printed whole (never wrapped, never parsed as markup) so its ``FILE line N`` and ``fix:`` lines
+survive a pipe, a CI log or a narrow terminal.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -41,15 +44,42 @@ def _load_subcommands() -> None:
         importlib.import_module(module_name).register(app)
 
 
+# ``--help`` off a terminal: rich would lay it out at 80 columns (or COLUMNS), squeezing each
+# option's description into a narrow column of a pipe, a pager or a CI log; this is wide enough
+# for the longest option + description of every command on one line.
+HELP_WIDTH_OFF_TERMINAL = 200
+
+
+def _configure_help() -> dict:
+    """Typer's help console: wide when stdout is not a terminal, no escape codes under NO_COLOR.
+
+    Returns click context settings: the same width for click's own usage line. An explicit
+    ``TERMINAL_WIDTH`` (typer's own setting) wins.
+    """
+    from typer import rich_utils
+
+    from tunelab.utils.log import no_color
+
+    if no_color():
+        rich_utils.COLOR_SYSTEM = None
+    if os.environ.get("TERMINAL_WIDTH") is not None:
+        return {}
+    on_terminal = getattr(sys.stdout, "isatty", lambda: False)()
+    rich_utils.MAX_WIDTH = None if on_terminal else HELP_WIDTH_OFF_TERMINAL
+    width = HELP_WIDTH_OFF_TERMINAL
+    return {} if on_terminal else {"terminal_width": width, "max_content_width": width}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (used by tests and the console script)."""
-    from tunelab.utils.log import console
+    from tunelab.utils.log import console, error_text
 
     _load_subcommands()
+    width = _configure_help()
     try:
-        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False, **width)
     except TunelabError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        console.print(error_text(str(err)), highlight=False)
         return err.exit_code
     except typer.Abort:
         console.print("[yellow]aborted[/yellow]")

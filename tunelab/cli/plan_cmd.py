@@ -132,10 +132,10 @@ def _gib(value: float) -> str:
 
 
 def _print_plan(console, result) -> None:
-    """Breakdown table, seed rule, "fits on" list and the --fit outcome."""
+    """Breakdown table, seed rule, where it fits (in words) and the --fit outcome."""
     from rich.table import Table
 
-    from tunelab.memory.devices import fits_on
+    from tunelab.memory.devices import fit_lines
     from tunelab.memory.estimate import GB, ROWS
 
     est = result.estimate
@@ -155,8 +155,8 @@ def _print_plan(console, result) -> None:
         console.print(f"[dim]note: {note}[/dim]")
     if est.cpu_offload:
         console.print(f"CPU RAM for offloaded state: {_gib(est.cpu_offload)} GiB")
-    fits = ", ".join(f"[green]{d.key}[/green]" if ok else f"[red]{d.key}[/red]" for d, ok in fits_on(est.total))
-    console.print(f"fits on (green): {fits}")
+    for line in fit_lines(est.total):
+        console.print(line, highlight=False, markup=False)
     if result.fit is not None:
         _print_fit(console, result)
 

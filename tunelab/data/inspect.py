@@ -16,6 +16,10 @@ from tunelab.data.prepare import tokenize_all
 from tunelab.data.templates import get_template
 from tunelab.data.types import IGNORE_INDEX, LengthStats, Reject, TokenizedExample
 
+#: Markers around trained tokens in a rendered example. The trained/prompt split is the point of
+#: the example, so it must survive NO_COLOR, a pipe and a copy-paste: never colour alone.
+TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
+
 
 @dataclass
 class HistogramBin:

@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 from tunelab.errors import ConfigError
+from tunelab.memory.estimate import GIB
 from tunelab.presets import preset_path
 
 MIB = 2**20
@@ -68,6 +69,23 @@ def find_device(name: str) -> Device:
     raise ConfigError(f"--fit: unknown device '{name}'. Valid: {valid}")
 
 
-def fits_on(total: float) -> list[tuple[Device, bool]]:
-    """Every known device with whether ``total`` bytes fit on it."""
-    return [(d, total <= d.memory) for d in all_devices()]
+def fits_on(total: float, devices: list[Device] | None = None) -> list[tuple[Device, bool]]:
+    """Every known device (or ``devices``) with whether ``total`` bytes fit on it."""
+    return [(d, total <= d.memory) for d in (all_devices() if devices is None else devices)]
+
+
+def fit_lines(total: float, devices: list[Device] | None = None) -> list[str]:
+    """Where ``total`` bytes fit, in words (``fits on: …`` / ``does not fit on: …``).
+
+    The verdict is said, never only coloured: it must read the same with ``NO_COLOR``, in a log
+    or to a screen reader, and a plan no device holds must not look like a list of options.
+    """
+    results = fits_on(total, devices)
+    fit = [d.key for d, ok in results if ok]
+    short = [d for d, ok in results if not ok]
+    lines = [f"fits on: {', '.join(fit) if fit else 'no listed device'}"]
+    if not short:
+        return [*lines, "does not fit on: none"]
+    largest = max(short, key=lambda d: d.memory)
+    return [*lines, f"does not fit on: {', '.join(d.key for d in short)} (needs {total / GIB:,.2f} GiB; "
+                    f"the largest of these, {largest.key}, has {largest.memory / GIB:,.2f} GiB)"]
