@@ -50,12 +50,11 @@ def eval_prompts(examples: Path) -> list[str]:
 def score_format(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, label: str = "") -> FormatScore:
     """Greedy answers (KV cache on) with the model's chat template; count format adherence."""
     import torch
-    from rich.progress import track
 
-    from tunelab.utils.log import console
+    from tunelab.train.progress import track_items
 
     answers = []
-    for prompt in track(prompts, description=f"answering held-out prompts {label}", console=console):
+    for prompt in track_items(prompts, f"answering held-out prompts {label}"):
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
