@@ -30,6 +30,14 @@ def register(app: typer.Typer) -> None:
         api_key: str | None = typer.Option(None, "--api-key", help="Require this key (or env TUNELAB_API_KEY)."),
         max_queue: int = typer.Option(64, "--max-queue", min=1, help="Requests allowed to wait; more get 429."),
         max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", min=1, help="Largest max_tokens accepted."),
+        max_prompts: int = typer.Option(16, "--max-prompts", min=1, help="Most prompts in one completions request."),
+        max_request_tokens: int = typer.Option(
+            16_384, "--max-request-tokens", min=1, help="Most tokens one request may ask for (prompts x max_tokens)."
+        ),
+        max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1, help="Larger bodies get 413."),
+        insecure_no_auth: bool = typer.Option(
+            False, "--insecure-no-auth", help="Allow a non-loopback --host without --api-key (anyone can use it)."
+        ),
         speculation: str = typer.Option("none", "--speculation", help="none | prompt_lookup | draft."),
         draft: str | None = typer.Option(None, "--draft", help="Draft model (same tokenizer) for --speculation draft."),
         guardrail: list[str] = typer.Option([], "--guardrail", help="Registered guardrail to apply (repeatable)."),
@@ -38,17 +46,22 @@ def register(app: typer.Typer) -> None:
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
         from tunelab.infer import Speculation, load_engine
         from tunelab.serve import ServerSettings, create_app, run_server
+        from tunelab.serve.bind import check_bind, is_loopback
         from tunelab.serve.guardrails import build_guardrails
         from tunelab.utils.log import console
 
         key = api_key or os.environ.get("TUNELAB_API_KEY") or None
+        check_bind(host, key, insecure_no_auth)  # before the model loads: fail in a second, not a minute
         guards = build_guardrails(guardrail)
         spec = Speculation(kind=speculation)  # type: ignore[arg-type]
-        engine = load_engine(target, parse_adapters(adapter), device=device, draft=draft, speculation=spec)
-        settings = ServerSettings(api_key=key, max_queue=max_queue, max_tokens_limit=max_tokens_limit)
-        if host not in ("127.0.0.1", "localhost", "::1") and key is None:
-            console.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key: anyone who can reach it "
-                          "can use the model")
+        adapters = parse_adapters(adapter)
+        settings = ServerSettings(api_key=key, max_queue=max_queue, max_tokens_limit=max_tokens_limit,
+                                  max_body_bytes=max_body_bytes, max_prompts=max_prompts,
+                                  max_request_tokens=max_request_tokens)
+        engine = load_engine(target, adapters, device=device, draft=draft, speculation=spec)
+        if key is None and not is_loopback(host):
+            console.print(f"[yellow]warning:[/yellow] --insecure-no-auth: listening on {host} without --api-key: "
+                          "anyone who can reach it can use the model")
         console.print(f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1 "
                       f"({'API key required' if key else 'no API key'})")
         run_server(create_app(engine, settings, guards), host, port, log_level="warning")
