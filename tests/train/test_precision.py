@@ -163,3 +163,18 @@ def test_run_folder_records_the_choice_and_the_loop_uses_it(make_config, inject,
     result = train(config)
     saved = json.loads((Path(result.run_dir) / "precision.json").read_text())
     assert (saved["dtype"], saved["gflops"]) == ("fp32", SLOW_BF16)
+
+
+def test_models_loaded_for_inference_use_the_choice_training_loads_fp32(inject):
+    from tunelab.config import ModelArgs
+    from tunelab.infer.load import load_engine
+    from tunelab.models.load import load_model
+
+    inject(FAST_BF16)
+    engine = load_engine("tiny", device="cpu")  # chat / serve
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    trained, _ = load_model(ModelArgs(name="tiny"), for_training=True, device="cpu")
+    assert next(trained.parameters()).dtype == torch.float32
+    inject(SLOW_BF16)
+    engine = load_engine("tiny", device="cpu")
+    assert next(engine.model.parameters()).dtype == torch.float32
