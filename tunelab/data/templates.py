@@ -20,10 +20,16 @@ Templates (registry :data:`TEMPLATES`, or a path to a Jinja file):
 
 A conversation that ends with a user turn renders with the generation prompt (the assistant
 header) at the end, untrained: that is the prompt of preference / RL data.
+
+Every template also has a Jinja form (:func:`trained_chat_template`), saved as the chat template
+of the trained adapter or model, so chat, serving, reward scoring and every export render
+prompts exactly as training did (alpaca runs are served with ``### Instruction:`` prompts, not
+with the base model's ChatML).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +44,10 @@ class Template(Protocol):
 
     def render(self, messages: list[Message], extra_input: str | None, tokenizer: Any) -> list[Segment]:
         """Segments of one conversation (``extra_input`` = alpaca's optional input)."""
+        ...
+
+    def jinja(self, tokenizer: Any) -> str:
+        """A Hugging Face Jinja chat template that renders prompts exactly as :meth:`render` does."""
         ...
 
 
@@ -94,6 +104,40 @@ class PlainTemplate:
         if messages and messages[-1]["role"] != "assistant":
             segments.append(Segment(prompt + self.assistant, False))
         return segments
+
+    def jinja(self, tokenizer: Any) -> str:
+        """This template as a Jinja chat template (per-role pieces, so Ollama's TEMPLATE can mirror it).
+
+        Prompts (a conversation ending with a user turn, plus the generation prompt) render to the
+        same text as :meth:`render`. The separator after an answer's EOS is emitted with the answer,
+        so a conversation that *ends* with an answer renders one untrained separator more than
+        training did (like ChatML's newline after ``<|im_end|>``); the trained text is the same.
+        The BOS and EOS are written as literal text: they are part of the trained rendering, whatever
+        a later loader (GGUF) calls its special tokens.
+        """
+        eos = tokenizer.eos_token
+        if not eos:
+            raise DataError(f"template '{self.name}': the tokenizer has no eos_token; set one in tokenizer_config.json")
+        bos = "".join(s.text for s in bos_segments(tokenizer))
+        system, user = self.system.split("{content}"), self.user.split("{content}")
+        return (
+            (f"{{{{ {_jinja_str(bos)} }}}}" if bos else "")
+            + "{% for message in messages %}"
+            + f"{{% if message['role'] == 'system' %}}{_around_content(*system)}"
+            + f"{{% elif message['role'] == 'user' %}}{_around_content(*user)}"
+            + f"{{% else %}}{_around_content(self.assistant, eos + self.separator)}{{% endif %}}"
+            + "{% endfor %}"
+            + f"{{% if add_generation_prompt %}}{{{{ {_jinja_str(self.assistant)} }}}}{{% endif %}}"
+        )
+
+
+def _jinja_str(text: str) -> str:
+    """A Jinja string literal of ``text`` (Jinja decodes JSON's escapes; non-ASCII stays literal)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _around_content(before: str, after: str) -> str:
+    return f"{{{{ {_jinja_str(before)} + message['content'] + {_jinja_str(after)} }}}}"
 
 
 # --------------------------------------------------------------------------- chat templates
@@ -173,6 +217,10 @@ class ChatTemplate:
         segments.append(Segment(final[len(consumed):], False))
         return segments
 
+    def jinja(self, tokenizer: Any) -> str:
+        """The Jinja source itself: the user's file, or the tokenizer's own template."""
+        return self.source if self.source is not None else tokenizer.chat_template
+
 
 ALPACA = PlainTemplate(
     "alpaca", user="### Instruction:\n{content}\n\n", assistant="### Response:\n", input="### Input:\n{content}\n\n"
@@ -207,6 +255,32 @@ def get_template(name: str | Template, tokenizer: Any) -> Template:
         f"unknown template '{name}' (not a registered name and no such file)\n"
         f"  fix: use one of {', '.join(TEMPLATES)} or a path to a Jinja chat template file"
     )
+
+
+def default_system_jinja(system_prompt: str) -> str:
+    """Jinja that adds ``system_prompt`` as a system message where the conversation has none.
+
+    Prepended to a chat template it does what ``data.system_prompt`` did in training
+    (:func:`render_segments`), so a run trained with a system prompt is served with it.
+    """
+    message = "{'role': 'system', 'content': " + _jinja_str(system_prompt) + "}"
+    return (
+        "{% if not messages or messages[0]['role'] != 'system' %}"
+        f"{{% set messages = [{message}] + messages %}}{{% endif %}}"
+    )
+
+
+def trained_chat_template(template: str | Template, tokenizer: Any, system_prompt: str | None = None) -> str | None:
+    """The Jinja chat template equivalent to training with ``template`` (and ``system_prompt``).
+
+    Saved as the chat template of a trained adapter / model and as ``RUN/chat_template.jinja``.
+    None when there is nothing to save: ``chat`` with a tokenizer that has no chat template (a
+    run on plain text never rendered a conversation).
+    """
+    if template == "chat" and not getattr(tokenizer, "chat_template", None):
+        return None
+    source = get_template(template, tokenizer).jinja(tokenizer)
+    return default_system_jinja(system_prompt) + source if system_prompt else source
 
 
 def render_segments(
