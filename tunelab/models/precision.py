@@ -116,14 +116,17 @@ def probe_key(device: str) -> dict:
     """What a measurement depends on: the device, torch's build and its kernel choices."""
     import torch
 
-    if device == "cuda":
-        name, capability = torch.cuda.get_device_name(), ".".join(map(str, torch.cuda.get_device_capability()))
+    kind = torch.device(device).type
+    if kind == "cuda":
+        name = torch.cuda.get_device_name(device)
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
     else:
         name, capability = _cpu_name(), torch.backends.cpu.get_cpu_capability()
     return {
         "device": device,
         "name": name,
         "capability": capability,
+        "threads": torch.get_num_threads() if kind == "cpu" else None,
         "torch": torch.__version__,
         "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
         "shape": [ROWS, HIDDEN],
@@ -133,9 +136,10 @@ def probe_key(device: str) -> dict:
 def _candidates(device: str) -> list[str]:
     import torch
 
-    if device == "cpu":
+    kind = torch.device(device).type
+    if kind == "cpu":
         return ["fp32", "bf16"]
-    if device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if kind == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return ["fp32", "fp16"]
     return ["fp32", "bf16", "fp16"]
 
@@ -148,7 +152,7 @@ def _round_s(name: str, device: str, features: int) -> float:
     import torch.nn.functional as F
 
     dtype = getattr(torch, TORCH_NAMES[name])
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     rng = torch.Generator(device=device).manual_seed(0)  # leaves the run's seeded global RNG untouched
 
     def rand(*shape: int):

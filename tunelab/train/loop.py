@@ -327,7 +327,7 @@ def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accele
         metrics.write({"step": state.step, **val})
     unwrapped = accelerator.unwrap_model(model)
     out = run_dir / ("model" if config.adapter.type in ("full", "freeze") else "adapter")
-    save_trained(unwrapped, tokenizer, out, config.adapter.type, data=config.data)  # + the trained template
+    save_trained(unwrapped, tokenizer, out, config.adapter.type)
     extra = method.after_training(unwrapped)
     records = metrics.records()
     plot_curves(
