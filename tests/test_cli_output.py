@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.cli.data_cmd import MODEL_HELP
 from tunelab.cli.main import main
 from tunelab.memory.devices import Device, fit_lines
 from tunelab.utils import log
@@ -31,7 +32,7 @@ def narrow(monkeypatch):
 
 @pytest.fixture()
 def long_dir(tmp_path) -> Path:
-    folder = tmp_path / ("a-folder-with-a-long-name-" * 4)
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 4 + "[v1]")  # brackets: markup must not eat them
     folder.mkdir()
     return folder
 
@@ -62,7 +63,8 @@ def test_fix_hint_is_printed_whole(narrow, long_dir, capsys):
 def test_error_text_is_not_read_as_markup(narrow, capsys):
     """A message is text: ``[x]`` in a user's flag must be printed, not eaten as a style tag."""
     assert main(["data", "inspect", "d.jsonl", "--model", "tiny", "--column", "[x]"]) == 2
-    assert capsys.readouterr().err.splitlines()[0] == "error: --column '[x]' is not OURS=YOURS (e.g. --column instruction=prompt)"
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "error: --column '[x]' is not OURS=YOURS (e.g. --column instruction=prompt)"
 
 
 def test_warnings_through_the_logger_are_whole_lines(narrow, capsys):
@@ -72,7 +74,7 @@ def test_warnings_through_the_logger_are_whole_lines(narrow, capsys):
 
 
 @pytest.mark.parametrize(("command", "help_text"), [
-    (["data", "inspect"], "Model whose tokenizer/chat template to use: a name (tiny, smollm2-135m-instruct) or a folder."),
+    (["data", "inspect"], MODEL_HELP),
     (["plan"], "lora, qlora, dora, prompt_tuning, prefix_tuning, llama_adapter, freeze, full."),
 ])
 def test_help_off_a_terminal_keeps_each_option_description_on_one_line(narrow, capsys, command, help_text):
@@ -127,6 +129,7 @@ def test_no_color_inspect_has_no_escape_codes_and_marks_trained_tokens(monkeypat
     assert "\x1b[" in coloured  # the forced terminal does style text: the check below can fail
     plain = inspect_output(monkeypatch, capsys, path, no_color=True)
     assert "\x1b" not in plain
+    assert f"example {path}:1: " in plain
     assert f"legend: {MARK_OPEN}trained (in the loss){MARK_CLOSE}  prompt (label -100, unmarked)" in plain
     sample = plain.split("(label -100, unmarked)\n", 1)[1]
     prompt, trained = sample.split(MARK_OPEN, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -74,7 +75,7 @@ def print_inspection(result) -> None:
         if b.high > result.max_length:
             over = " [red](over max_length)[/red]" if b.low > result.max_length else " [red](partly over)[/red]"
         console.print(f"  {b.low:>6}–{b.high:<6} {bar} {b.count}{over}", highlight=False)
-    console.print(f"\n[bold]example[/bold] {result.sample_where}: {result.sample_trained_tokens} of "
+    console.print(f"\n[bold]example[/bold] {escape(result.sample_where)}: {result.sample_trained_tokens} of "
                   f"{result.sample_tokens} tokens trained", highlight=False)
     console.print(Text.assemble(("legend: ", "bold"), (marked("trained (in the loss)"), "bold green underline"),
                                 "  ", ("prompt (label -100, unmarked)", "dim")))
@@ -149,7 +150,7 @@ def register(app: typer.Typer) -> None:
             f"({r.format}, template {r.template}) → {r.train_rows} / {r.validation_rows} rows of ≤{r.max_length} "
             f"tokens (packing efficiency {r.packing_efficiency.get('train', 0):.0%}); "
             f"truncated {r.truncated}, dropped {r.dropped}, rejected {r.rejected}", highlight=False)
-        console.print(f"wrote {folder}/ (train/, validation/, report.json"
+        console.print(f"wrote {escape(str(folder))}/ (train/, validation/, report.json"
                       f"{', rejects.jsonl' if prepared.rejects else ''})", highlight=False)
 
     app.add_typer(data_app, name="data")
