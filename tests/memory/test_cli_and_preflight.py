@@ -102,7 +102,7 @@ def test_preflight_refuses_with_plan_and_change_and_force_overrides():
 
 
 def test_preflight_maps_cpu_run_to_fp32_master_weights_with_autocast():
-    config = load_config(overrides=["model.name=tiny", "adapter.type=full"])
+    config = load_config(overrides=["model.name=tiny", "adapter.type=full", "training.precision=bf16"])
     plan = check_fits(config, free_bytes=100 * GIB, device_name="cpu")
     assert plan.weights == plan.params * 4
     assert plan.weight_copies > 0  # autocast keeps 16-bit copies of the fp32 weights

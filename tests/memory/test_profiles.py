@@ -167,3 +167,25 @@ def test_cli_reproduces_the_published_comparison(case_id, bench, capsys):
     assert total / unit == pytest.approx(bench.plan_case(case).planned, abs=1e-4 * GIB / unit)
     # the planner numbers docs/memory.md prints for these cases
     assert round(bench.plan_case(case).planned, 2) == {"L4": 13.23, "T2": 14.18, "E7": 20.83, "E10": 4.69}[case_id]
+
+
+@pytest.mark.parametrize(
+    ("probe", "planned"), [('{"fp32": 100, "bf16": 10}', "fp32"), ('{"fp32": 10, "bf16": 100}', "mixed")]
+)
+def test_preflight_plans_the_precision_the_probe_chose(probe, planned, monkeypatch):
+    """`precision: auto` trains in what the probe measured faster; the pre-flight plan follows it."""
+    from tunelab.config import load_config
+    from tunelab.memory.preflight import spec_from_config
+
+    monkeypatch.setenv("TUNELAB_PRECISION_PROBE", probe)
+    config = load_config(overrides=["model.name=tiny", "training.precision=auto"])
+    assert spec_from_config(config, "cpu").precision == planned
+
+
+def test_preflight_uses_the_tunelab_profile_for_a_quantized_base():
+    from tunelab.config import load_config
+    from tunelab.memory.preflight import spec_from_config
+
+    config = load_config(overrides=["model.name=tiny", "adapter.type=qlora", "model.quantization=nf4"])
+    spec = spec_from_config(config, "cpu")
+    assert spec.kbit_upcast and spec.adapter_bytes == 4 and spec.loss == "full"

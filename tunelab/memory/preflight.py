@@ -19,13 +19,20 @@ from tunelab.methods.args import planner_reference
 
 
 def _precision(config: RunConfig, device: str) -> str:
-    """How the loop will hold weights: fp32 master + autocast on CPU, bf16 weights on a bf16 GPU."""
-    weights = config.model.dtype
-    if weights == "auto":
-        weights = "bf16" if device == "cuda" else "fp32"
+    """How the loop will hold weights and compute, decided as the loop decides it.
+
+    ``auto`` is the precision probe's choice on this machine (tunelab.models.precision,
+    measured once and cached): on a CPU where bf16 matmuls are slower the loop trains in fp32,
+    and planning bf16 autocast there would plan a run that does not happen. Weights follow
+    ``tunelab.models.load.dtype_name``: bf16 on a GPU where the probe chose bf16, else fp32.
+    """
+    from tunelab.models.load import dtype_name
+    from tunelab.models.precision import choose_precision
+
+    weights = dtype_name(config.model.dtype, device, for_training=True)
     compute = config.training.precision
     if compute == "auto":
-        compute = "bf16"
+        compute = choose_precision("auto", device).dtype
     if weights in ("bf16", "fp16"):
         return "bf16"
     return "fp32" if compute == "fp32" else "mixed"
