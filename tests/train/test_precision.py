@@ -178,3 +178,34 @@ def test_models_loaded_for_inference_use_the_choice_training_loads_fp32(inject):
     inject(SLOW_BF16)
     engine = load_engine("tiny", device="cpu")
     assert next(engine.model.parameters()).dtype == torch.float32
+
+
+def fake_rounds(monkeypatch, overhead_s: dict[str, float], rate: dict[str, float]) -> list[tuple[str, int]]:
+    """``_round_s`` as call overhead + FLOPs / rate, recording the (dtype, width) of each round."""
+    calls = []
+
+    def round_s(name, device, features):
+        calls.append((name, features))
+        return overhead_s[name] + 3 * 2 * precision.ROWS * precision.HIDDEN * features / rate[name]
+
+    monkeypatch.setattr(precision, "_round_s", round_s)
+    return calls
+
+
+def test_probe_confirms_a_faster_looking_dtype_on_a_wide_layer(monkeypatch):
+    # A busy machine: fp32 pays 50 ms of overhead a call, so bf16 (10x slower) looks faster at width 64.
+    calls = fake_rounds(monkeypatch, {"fp32": 0.05, "bf16": 0.01}, {"fp32": 100e9, "bf16": 10e9})
+    gflops = precision.measure("cpu", budget_s=0.0)  # no budget: only the confirmation may widen
+    assert ("bf16", 256) in calls and max(f for _, f in calls) == 256
+    assert gflops["bf16"] < gflops["fp32"] and decide(gflops) == "fp32"
+
+
+def test_probe_measures_fast_dtypes_at_full_width(monkeypatch):
+    calls = fake_rounds(monkeypatch, {"fp32": 0.0, "bf16": 0.0}, {"fp32": 100e9, "bf16": 240e9})
+    gflops = precision.measure("cpu")
+    assert {("fp32", 4 * precision.HIDDEN), ("bf16", 4 * precision.HIDDEN)} <= set(calls)
+    assert gflops == pytest.approx({"fp32": 100.0, "bf16": 240.0}, rel=1e-3)
+    slow = fake_rounds(monkeypatch, {"fp32": 0.0, "bf16": 0.0}, {"fp32": 130e9, "bf16": 0.9e9})
+    gflops = precision.measure("cpu")  # bf16 leaves the race at once; fp32 goes on to full width
+    assert {f for n, f in slow if n == "bf16"} == {64} and ("fp32", 4 * precision.HIDDEN) in slow
+    assert gflops == pytest.approx({"fp32": 130.0, "bf16": 0.9}, rel=1e-3)
