@@ -37,7 +37,7 @@ from tunelab.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tunelab.train.metrics import MetricsLog, plot_curves
+from tunelab.train.metrics import MetricsLog, plot_curves, tracker_config
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.progress import StepProgress
 from tunelab.train.sampler import ResumableSampler
@@ -247,7 +247,7 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
         metrics.write({"step": 0, **_evaluate(method, model, datasets.validation, config, accelerator)})
     if args.trackers:
-        accelerator.init_trackers("tunelab", config=json.loads(json.dumps(config.model_dump(mode="json"))))
+        accelerator.init_trackers("tunelab", config=tracker_config(config.model_dump(mode="json")))
     last = _run_steps(
         config, model, method, datasets, optimizer, scheduler, sampler, state, metrics, accelerator, params
     )

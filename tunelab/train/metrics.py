@@ -28,6 +28,23 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
+def tracker_config(tree: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """The run config as flat ``section.key`` scalars: what every tracker's hyperparameter table takes.
+
+    TensorBoard's ``add_hparams`` refuses nested sections, lists and ``None`` (``ValueError``
+    at the first step), so those become dotted keys and JSON text.
+    """
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(tracker_config(value, f"{prefix}{key}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[prefix + key] = value
+        else:
+            flat[prefix + key] = json.dumps(value)
+    return flat
+
+
 def plot_curves(records: list[dict[str, Any]], out: Path, series: list[tuple[str, str]], title: str) -> Path | None:
     """Plot ``series`` = [(metric key, label)] against step; the learning rate goes on a second axis."""
     import matplotlib
