@@ -189,3 +189,20 @@ def test_preflight_uses_the_tunelab_profile_for_a_quantized_base():
     config = load_config(overrides=["model.name=tiny", "adapter.type=qlora", "model.quantization=nf4"])
     spec = spec_from_config(config, "cpu")
     assert spec.kbit_upcast and spec.adapter_bytes == 4 and spec.loss == "full"
+
+
+@pytest.mark.parametrize(("saved", "planned"), [("fp32", "fp32"), ("bf16", "mixed"), (None, "mixed")])
+def test_plan_of_a_run_folder_uses_the_precision_its_loop_chose(saved, planned, tmp_path, capsys):
+    """A CPU run whose probe chose fp32 trained in fp32: `tunelab plan --model runs/X` plans that,
+    not the bf16 autocast of the device rule (kept for runs without precision.json)."""
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "smollm2-135m"}}))
+    if saved:
+        (run / "precision.json").write_text(json.dumps({"dtype": saved, "device": "cpu", "requested": "auto"}))
+    assert main(["plan", "--model", str(run), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["precision"] == planned
+    assert main(["plan", "--model", str(run), "--device", "cuda", "--json"]) == 0  # not where it ran: device rule
+    assert json.loads(capsys.readouterr().out)["settings"]["precision"] == "bf16"

@@ -19,7 +19,15 @@ from tunelab.memory.inference import InferSpec, plan_inference
 from tunelab.memory.profiles import MECHANISM_FLAGS, Profile, find_profile, mechanism_fields
 from tunelab.memory.sources import ModelSource, load_model_source
 from tunelab.memory.trainable import ADAPTERS, AdapterShape
-from tunelab.memory.training import DEFAULT_OVERHEAD, METHODS, PRECISIONS, TrainSpec, kbit_prepared, plan_training
+from tunelab.memory.training import (
+    DEFAULT_OVERHEAD,
+    METHODS,
+    PRECISIONS,
+    TrainSpec,
+    kbit_prepared,
+    plan_training,
+    planner_precision,
+)
 from tunelab.methods.args import planner_reference
 
 
@@ -159,6 +167,18 @@ def _targets(flag: str | None, adapter_cfg: dict[str, Any]) -> tuple[str, ...] |
     return tuple(targets)
 
 
+def _run_precision(source: ModelSource, device: str) -> str | None:
+    """A run folder planned for the device it ran on: the precision its loop chose (precision.json;
+    ``auto`` is measured per machine, so the device rule alone may not be what happened)."""
+    chosen = source.run_precision or {}
+    if chosen.get("dtype") not in ("fp32", "bf16", "fp16") or str(chosen.get("device", "")).split(":")[0] != device:
+        return None
+    weights = ((source.run_config or {}).get("model") or {}).get("dtype", "auto")
+    if weights == "auto":  # tunelab.models.load.dtype_name for training
+        weights = "bf16" if device != "cpu" and chosen["dtype"] == "bf16" else "fp32"
+    return planner_precision(weights, chosen["dtype"])
+
+
 def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
     run = source.run_config or {}
     model, adapter_cfg = run.get("model") or {}, run.get("adapter") or {}
@@ -166,7 +186,8 @@ def _train_spec(flags: PlanFlags, source: ModelSource) -> TrainSpec:
     method, adapter = _split_method(flags.method, flags.adapter, run)
     quantization = "nf4" if adapter == "qlora" else model.get("quantization", "none")
     flags = with_profile(flags, find_profile(flags.profile), quantization != "none")
-    precision = flags.precision or ("bf16" if flags.device == "cuda" else "mixed")
+    device_rule = "bf16" if flags.device == "cuda" else "mixed"
+    precision = flags.precision or _run_precision(source, flags.device) or device_rule
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown '{precision}'. Valid: {', '.join(PRECISIONS)}")
     return TrainSpec(

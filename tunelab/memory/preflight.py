@@ -14,7 +14,7 @@ from tunelab.memory.fit import find_fit
 from tunelab.memory.profiles import DEFAULT_PROFILE, find_profile, mechanism_fields
 from tunelab.memory.sources import load_model_source
 from tunelab.memory.trainable import AdapterShape
-from tunelab.memory.training import TrainSpec, plan_training
+from tunelab.memory.training import TrainSpec, plan_training, planner_precision
 from tunelab.methods.args import planner_reference
 
 
@@ -33,9 +33,7 @@ def _precision(config: RunConfig, device: str) -> str:
     compute = config.training.precision
     if compute == "auto":
         compute = choose_precision("auto", device).dtype
-    if weights in ("bf16", "fp16"):
-        return "bf16"
-    return "fp32" if compute == "fp32" else "mixed"
+    return planner_precision(weights, compute)
 
 
 def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:

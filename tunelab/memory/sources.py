@@ -26,6 +26,7 @@ class ModelSource:
     arch: Architecture
     origin: str
     run_config: dict[str, Any] | None = None
+    run_precision: dict[str, Any] | None = None  # the run's precision.json: the dtype the loop chose and measured
 
 
 @cache
@@ -72,7 +73,16 @@ def _run_source(folder: Path) -> ModelSource:
     base = _read_config_json(trained, model_name) if (trained / "config.json").is_file() else load_model_source(
         model_name
     ).arch
-    return ModelSource(base, f"run {folder}", tree)
+    return ModelSource(base, f"run {folder}", tree, _read_precision(folder / "precision.json"))
+
+
+def _read_precision(path: Path) -> dict[str, Any] | None:
+    """The loop's saved precision choice (absent in runs made before it was saved)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_model_source(name: str) -> ModelSource:

@@ -55,6 +55,15 @@ PRECISIONS: dict[str, tuple[float, float, bool]] = {
 DEFAULT_OVERHEAD = 0.5 * GIB  # CUDA context + cuBLAS workspace; settable with --overhead-gib
 
 
+def planner_precision(weights: str, compute: str) -> str:
+    """The planner's precision mode of a run whose weights are ``weights`` and whose matmuls run
+    in ``compute`` (each fp32, bf16 or fp16): 16-bit weights are ``bf16``, fp32 weights with
+    16-bit autocast ``mixed``, fp32 throughout ``fp32``."""
+    if weights in ("bf16", "fp16"):
+        return "bf16"
+    return "fp32" if compute == "fp32" else "mixed"
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything about a training run that decides its memory (see the module docstring)."""
