@@ -101,7 +101,8 @@ _PLAIN = {
 #: bitsandbytes >= 0.48 (no kept 4-bit inputs), the head is never quantized (transformers skips
 #: it), and a quantized base goes through peft's ``prepare_model_for_kbit_training``
 #: (tunelab/models/adapters.py), which casts every non-4-bit parameter to fp32. Precision is
-#: not fixed: it follows the device (bf16 weights on a GPU, fp32 master weights + autocast on CPU).
+#: not fixed: the loop's ``auto`` is the precision probe's measured choice, so the plan reads a
+#: run folder's precision.json, else assumes bf16 weights on a GPU and fp32 + autocast on CPU.
 _TUNELAB = {**_PLAIN, "kbit_upcast": True}
 
 #: --profile NAME -> Profile (registration order is the order --help shows).
