@@ -243,6 +243,7 @@ def make_plan(flags: PlanFlags, fit_device: str | None = None) -> PlanResult:
     """Plan what ``flags`` describe; with ``fit_device`` also search the cheapest change that fits it."""
     source = load_model_source(flags.model)
     if flags.inference:
+        find_profile(flags.profile)  # a misspelt --profile is an error here too, though serving has no profile
         spec = _infer_spec(flags, source)
         title = f"inference: {flags.model}, {spec.weight_format}, context {spec.context} × batch {spec.batch_size}"
         result = PlanResult(plan_inference(spec), title, source, spec)
