@@ -318,22 +318,3 @@ def load_config(
 def save_config(config: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
-
-def explain(section: str | None = None) -> list[tuple[str, str, str, str]]:
-    """Rows ``(key, type, default, description)`` for every field (used by ``tunelab config explain``)."""
-    rows: list[tuple[str, str, str, str]] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.")
-                continue
-            default = field.get_default(call_default_factory=True)
-            type_name = str(ann).replace("typing.", "")
-            rows.append((prefix + name, type_name, repr(default), field.description or ""))
-
-    walk(RunConfig, "")
-    if section:
-        rows = [r for r in rows if r[0].startswith(section)]
-    return rows
