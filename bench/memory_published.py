@@ -134,6 +134,33 @@ CASES = [
 ]
 
 
+#: Capacity claims of the QLoRA paper (Dettmers et al. 2023, arXiv:2305.14314): not measured peaks
+#: with their settings, so a consistency check that is printed but never counted. LoRA r = 64 on
+#: every linear as in the paper, 1 × 512 tokens, gradient checkpointing.
+QLORA_PAPER = "the QLoRA paper: 'finetune a 65B parameter model on a single 48GB GPU', 16-bit 'more than 780 GB'"
+CHECKS = [
+    ("QLoRA 65B, tunelab's loop (kbit preparation: fp32 embeddings, norms, head)",
+     "--model llama-65b --adapter qlora --lora-r 64 --batch-size 1 --seq-len 512 --gradient-checkpointing"),
+    ("QLoRA 65B, 16-bit embeddings and head",
+     "--model llama-65b --adapter qlora --lora-r 64 --batch-size 1 --seq-len 512 --gradient-checkpointing "
+     "--no-kbit-upcast"),
+    ("full 65B, pure bf16 (8 B/param)",
+     "--model llama-65b --adapter full --precision bf16 --batch-size 1 --seq-len 512 --gradient-checkpointing"),
+    ("full 65B, fp32 master weights and moments (16 B/param)",
+     "--model llama-65b --adapter full --precision mixed --batch-size 1 --seq-len 512 --gradient-checkpointing"),
+]
+
+
+def consistency_checks() -> list[str]:
+    """Each check's command line and the total it plans, in decimal GB as the paper quotes."""
+    lines = [f"consistency checks against {QLORA_PAPER} (not counted):"]
+    for label, args in CHECKS:
+        argv = [*shlex.split(args), "--overhead-gib", "0"]
+        total = make_plan(flags_from_argv(argv)).estimate.total
+        lines.append(f"  {label}: {total / GB:,.1f} GB\n    tunelab plan {shlex.join(argv)}")
+    return lines
+
+
 @dataclass(frozen=True)
 class Result:
     case: Case
@@ -204,6 +231,7 @@ def main() -> None:
     else:
         Console(width=200).print(table(results))
     print(summary(results))
+    print("\n".join(consistency_checks()))
 
 
 if __name__ == "__main__":
