@@ -115,7 +115,28 @@ def test_pair_loss_names_and_reference_flags_agree():
     from tunelab.methods.args import PAIR_LOSSES
     from tunelab.methods.losses import LOSSES
 
-    assert {name: spec.needs_reference for name, spec in LOSSES.items()} == PAIR_LOSSES
+    assert {name: LOSSES.get(name).needs_reference for name in LOSSES} == PAIR_LOSSES
+
+
+def test_builtin_models_registry_and_unknown_model_hint():
+    from tunelab.errors import ModelError
+    from tunelab.models.resolve import BUILTIN_MODELS, resolve_model
+
+    assert BUILTIN_MODELS.names() == ["tiny", "smollm2-135m-instruct"]
+    assert BUILTIN_MODELS.canonical("default") == BUILTIN_MODELS.canonical("smollm2") == "smollm2-135m-instruct"
+    assert resolve_model("TINY").kind == "tiny"
+    with pytest.raises(ModelError, match=r"unknown model 'smolm2'. Did you mean 'smollm2'\? .*\(tiny, smollm2-135m"):
+        resolve_model("smolm2")
+
+
+def test_reward_functions_refuse_duplicates_and_suggest():
+    from tunelab.methods.reward_functions import get_reward_function, register_reward_function
+
+    with pytest.raises(DuplicateNameError, match="reward function 'concise' is already registered"):
+        register_reward_function("concise")(lambda prompt, completion: 0.0)
+    assert get_reward_function("concise")("p", "") == 1.0
+    with pytest.raises(ConfigError, match="method_args.reward_function: unknown reward function 'consice'. Did you"):
+        get_reward_function("consice")
 
 
 def test_every_loop_method_class_resolves_with_its_name():

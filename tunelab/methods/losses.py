@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -228,23 +229,21 @@ class PairLoss:
     needs_reference: bool
 
 
-#: Pairwise preference losses by name (``method_args.loss``).
-LOSSES: dict[str, PairLoss] = {
-    "sigmoid": PairLoss(_sigmoid, True),
-    "ipo": PairLoss(_ipo, True),
-    "hinge": PairLoss(_hinge, True),
-    "robust": PairLoss(_robust, True),
-    "simpo": PairLoss(_simpo, False),
-    "orpo": PairLoss(_orpo, False),
-}
+#: Pairwise preference losses by name (``method_args.loss``); the names and reference flags are
+#: also in the torch-free :data:`tunelab.methods.args.PAIR_LOSSES` (tests/test_registry.py).
+LOSSES: Registry[PairLoss] = Registry("loss", key="method_args.loss")
+LOSSES.register("sigmoid", PairLoss(_sigmoid, True))
+LOSSES.register("ipo", PairLoss(_ipo, True))
+LOSSES.register("hinge", PairLoss(_hinge, True))
+LOSSES.register("robust", PairLoss(_robust, True))
+LOSSES.register("simpo", PairLoss(_simpo, False))
+LOSSES.register("orpo", PairLoss(_orpo, False))
 
 
 def get_loss(name: str) -> PairLoss:
     """The registered pairwise loss ``name``.
 
     Raises:
-        ConfigError: unknown name (lists the valid ones).
+        ConfigError: unknown name (lists the valid ones and the closest).
     """
-    if name not in LOSSES:
-        raise ConfigError(f"method_args.loss: unknown loss '{name}'. Valid losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
+    return LOSSES.get(name)

@@ -10,31 +10,30 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tunelab.errors import ConfigError
+from tunelab.registry import Registry
 
 RewardFunction = Callable[[str, str], float]
 
 #: name -> reward function
-REWARD_FUNCTIONS: dict[str, RewardFunction] = {}
+REWARD_FUNCTIONS: Registry[RewardFunction] = Registry("reward function", key="method_args.reward_function")
 
 
 def register_reward_function(name: str) -> Callable[[RewardFunction], RewardFunction]:
-    """Decorator: make ``fn`` available as ``method_args.reward_function: <name>``."""
+    """Decorator: make ``fn`` available as ``method_args.reward_function: <name>``.
 
-    def wrap(fn: RewardFunction) -> RewardFunction:
-        REWARD_FUNCTIONS[name] = fn
-        return fn
-
-    return wrap
+    Raises:
+        DuplicateNameError: ``name`` is already registered (a built-in is never replaced silently).
+    """
+    return REWARD_FUNCTIONS.register(name)
 
 
 def get_reward_function(name: str) -> RewardFunction:
-    if name not in REWARD_FUNCTIONS:
-        raise ConfigError(
-            f"method_args.reward_function: unknown reward function '{name}'. "
-            f"Registered: {', '.join(sorted(REWARD_FUNCTIONS))} (add one with register_reward_function)"
-        )
-    return REWARD_FUNCTIONS[name]
+    """The reward function registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (lists the registered ones and the closest).
+    """
+    return REWARD_FUNCTIONS.get(name)
 
 
 ANSWER_FORMAT = re.compile(r"^Answer: .+", re.DOTALL)

