@@ -11,6 +11,7 @@ deletes the old one.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -80,3 +81,37 @@ def atomic_folder(out: str | Path, overwrite: bool = False, option: str = "--out
 def moved(path: Path, tmp: Path, out: Path) -> Path:
     """Where ``path`` (written under ``tmp``) lives once ``tmp`` became ``out``."""
     return out / path.relative_to(tmp) if path.is_relative_to(tmp) else path
+
+
+def write_files(files: dict[Path, bytes], overwrite: bool = False) -> list[Path]:
+    """Write several files into folders that may hold other things (``tunelab examples copy NAME .``).
+
+    Unlike :func:`atomic_folder` nothing else in the folders is touched. A file that exists with
+    other content is refused unless ``overwrite`` (all are checked before any is written; an
+    identical one is left as is); each file is written to a temporary name and renamed into place.
+    """
+    blocked = [str(p) for p in files if p.exists() and not p.is_file()]
+    if blocked:
+        raise ConfigError(f"{', '.join(blocked)}: a folder is in the way; nothing was written.\n"
+                          "  fix: copy into another folder")
+    differ = [p for p, data in files.items() if p.exists() and p.read_bytes() != data]
+    if differ and not overwrite:
+        names = ", ".join(str(p) for p in differ)
+        raise ConfigError(
+            f"{names} already exist{'s' if len(differ) == 1 else ''} with other content; nothing was written.\n"
+            "  fix: pass --overwrite to replace them, or copy into another folder"
+        )
+    written = []
+    for path, data in files.items():
+        if path.is_file() and path.read_bytes() == data:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # same folder: the rename is atomic
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written
