@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tunelab.infer.virtual import virtual_tokens
+
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token sequences."""
@@ -71,11 +73,15 @@ class KVState:
         self.device = next(model.parameters()).device
         self.forward_passes = 0
         self._cache_kwarg = cache_kwarg(model)
+        # Prompt/prefix tuning: the cache starts after the adapter's virtual tokens (tunelab.infer.virtual).
+        self.virtual = virtual_tokens(model)
+        self.offset = self.virtual.length if self.virtual is not None else 0
 
     def _new_cache(self):
         from transformers import DynamicCache
 
-        return DynamicCache(config=getattr(self.model, "config", None))
+        cache = DynamicCache(config=getattr(self.model, "config", None))
+        return self.virtual.start_cache(cache) if self.virtual is not None else cache
 
     @torch.inference_mode()
     def logits(self, tokens: Sequence[int], last: int = 1) -> Tensor:
@@ -87,18 +93,23 @@ class KVState:
         if not 1 <= last <= len(tokens):
             raise ValueError(f"need 1 <= last <= len(tokens), got last={last}, len={len(tokens)}")
         self.forward_passes += 1
-        if not self.use_cache:
+        if not self.use_cache:  # peft's own forward adds any virtual tokens on every call
             ids = torch.tensor([list(tokens)], device=self.device)
             out = self.model(input_ids=ids, use_cache=False, logits_to_keep=last)
             return out.logits[0, -last:].float()
         keep = min(common_prefix_len(self.tokens, tokens), len(tokens) - last)
         if self.cache is None:
             self.cache, keep = self._new_cache(), 0
-        elif self.cache.get_seq_length() > keep:
-            self.cache.crop(keep - self.cache.get_seq_length())
+        elif self.cache.get_seq_length() > self.offset + keep:
+            self.cache.crop(self.offset + keep - self.cache.get_seq_length())
         new = torch.tensor([list(tokens[keep:])], device=self.device)
-        kwargs = {self._cache_kwarg: self.cache}
-        out = self.model(input_ids=new, use_cache=True, logits_to_keep=last, **kwargs)  # updates self.cache
+        kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "logits_to_keep": last}
+        if self.virtual is None:
+            out = self.model(input_ids=new, **kwargs)  # updates self.cache
+        elif self.cache.get_seq_length() == 0:  # prompt tuning: virtual embeddings + tokens in one prefill
+            out = self.virtual.base(inputs_embeds=self.virtual.prefill_embeds(new), **kwargs)
+        else:  # the cache already holds the virtual tokens: the base model continues it
+            out = self.virtual.base(input_ids=new, **kwargs)
         self.tokens = list(tokens)
         return out.logits[0, -last:].float()
 
@@ -157,7 +168,8 @@ class PrefixCache:
             self._entries.move_to_end(best_key)
             self.hits += 1
             stored = self._entries[best_key]
-            return PrefixHit(copy_cache(stored, best_len), list(prompt[:best_len]))
+            offset = stored.get_seq_length() - len(best_key[1])  # virtual tokens ahead of the prompt
+            return PrefixHit(copy_cache(stored, offset + best_len), list(prompt[:best_len]))
 
     def store(self, namespace: Hashable, tokens: Sequence[int], cache) -> None:
         """Keep ``cache`` (covering ``tokens``); the caller must not use ``cache`` afterwards."""

@@ -21,9 +21,9 @@ from tunelab.infer.cache import PrefixCache
 from tunelab.infer.engine import Engine
 from tunelab.infer.types import Speculation
 
-#: peft types that prepend virtual tokens or a prefix KV; they do not compose with our KV
-#: cache handling, so they are served after merging or not at all.
-UNSERVABLE_PEFT = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "CPT"}
+#: peft types that need per-request inputs besides the prompt (CPT's token type masks, multitask
+#: prompt tuning's task ids). Prompt and prefix tuning are served unmerged (tunelab.infer.virtual).
+UNSERVABLE_PEFT = {"CPT", "MULTITASK_PROMPT_TUNING"}
 
 
 def is_run_folder(target: str | Path) -> bool:
@@ -44,8 +44,8 @@ def adapter_folder(path: str | Path) -> Path:
     peft_type = json.loads(config.read_text()).get("peft_type", "")
     if peft_type in UNSERVABLE_PEFT:
         raise ServeError(
-            f"--adapter {path}: a {peft_type.lower()} adapter prepends virtual tokens and cannot be served "
-            "unmerged with a KV cache.\n  fix: serve a LoRA/DoRA/LLaMA-Adapter run, or `tunelab export` it first"
+            f"--adapter {path}: a {peft_type.lower()} adapter needs per-request inputs besides the prompt, so it "
+            "cannot be served.\n  fix: serve a LoRA, DoRA, prompt-tuning, prefix-tuning or LLaMA-Adapter adapter"
         )
     return folder
 

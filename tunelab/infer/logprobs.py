@@ -28,7 +28,8 @@ def token_logprobs(model, tokenizer, ids: Sequence[int], top: int = 0) -> list[T
     """
     ids = list(ids)
     device = next(model.parameters()).device
-    logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0].float()  # (T, V)
+    # peft's forward of a prompt-tuning adapter returns logits for its virtual tokens first: keep the last T.
+    logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -len(ids):].float()
     logp = torch.log_softmax(logits[:-1], dim=-1)  # (T-1, V): row i predicts ids[i + 1]
     target = torch.tensor(ids[1:], device=device)
     chosen = logp.gather(-1, target[:, None])[:, 0].tolist() if len(ids) > 1 else []
