@@ -145,3 +145,23 @@ def test_reward_rendering_reads_the_run_template(trained):
     renderer = Renderer(loaded.tokenizer, loaded.config.data)
     engine = Engine(loaded.model, loaded.tokenizer, {"run": "default"})
     assert renderer.prompt_ids(MESSAGES) == engine.encode_chat([ChatMessage("user", QUESTION)])
+
+
+def test_a_run_saved_before_the_template_file_is_rebuilt_from_its_config(tmp_path, tiny_path):
+    """Runs trained before RUN/chat_template.jinja existed carry the base's ChatML; config.data says alpaca."""
+    from transformers import AutoTokenizer
+
+    from tests.export.conftest import make_run
+    from tunelab.config import load_config, save_config
+    from tunelab.export import export
+    from tunelab.models.load import load_run
+
+    run = make_run(tmp_path, "old")  # saved without data=..., like an older tunelab
+    config = load_config(run / "config.yaml")
+    save_config(config.model_copy(update={"data": config.data.model_copy(update={"template": "alpaca"})}),
+                run / "config.yaml")
+    assert not (run / "chat_template.jinja").exists()
+    copied = export(run, "adapter", out=tmp_path / "adapter").path
+    for tokenizer in (load_run(run, device="cpu").tokenizer, AutoTokenizer.from_pretrained(copied)):
+        prompt = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+        assert prompt == f"### Instruction:\n{QUESTION}\n\n### Response:\n"

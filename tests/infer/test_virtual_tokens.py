@@ -162,3 +162,13 @@ def test_export_hf_refuses_and_adapter_format_copies(run, tmp_path, capsys):
     copied = export(run, "adapter", out=tmp_path / "adapter").path
     assert json.loads((copied / "adapter_config.json").read_text())["peft_type"] == run.name.upper()
     assert (copied / "chat_template.jinja").read_text() == (run / "chat_template.jinja").read_text()
+
+
+def test_verify_of_an_unmergeable_run_points_at_chat_not_back_at_export(run, tmp_path, capsys):
+    """No pair of error messages points at each other: export hf → --format adapter → --verify → chat."""
+    from tunelab.cli.main import main
+
+    code = main(["export", str(run), "--format", "adapter", "--out", str(tmp_path / "adapter"), "--verify"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be merged" in err and f"tunelab chat {run}" in err
+    assert "--format hf" not in err

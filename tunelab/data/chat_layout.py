@@ -67,7 +67,10 @@ class ChatLayout:
 def render_jinja(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
     """Render with the tokenizer's own chat template (what training and serving use)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise TemplateError("the tokenizer has no chat template.\n  fix: train with data.template=chat or set one")
+        raise TemplateError(
+            "the tokenizer has no chat template.\n  fix: train with data.template=alpaca, qa or a Jinja file "
+            "(the run saves it as its chat template), or set tokenizer.chat_template"
+        )
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except Exception as err:  # noqa: BLE001 - jinja raises anything (TemplateError, custom raise_exception)

@@ -57,11 +57,25 @@ def _copy_full(run_dir: Path, out: Path) -> ExportResult:
 
 
 def export_adapter(run_dir: Path, out: Path) -> ExportResult:
-    """``--format adapter``: copy the peft adapter folder (for any adapter type, mergeable or not)."""
+    """``--format adapter``: the peft adapter folder, tokenizer and trained chat template (any adapter type)."""
     source = run_dir / "adapter"
     if not source.is_dir():
         raise CheckpointError(f"{run_dir} has no adapter/ folder (a full fine-tune?).\n  fix: use --format hf")
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(source, out)
+    _write_trained_template(run_dir, out)
     return ExportResult("adapter", out, sorted(p.name for p in out.iterdir()), notes=["load with PeftModel"])
+
+
+def _write_trained_template(run_dir: Path, out: Path) -> None:
+    """Give the copied tokenizer the template the run was trained with (older runs saved the base's)."""
+    from transformers import AutoTokenizer
+
+    from tunelab.models.load import use_trained_template
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    saved = tokenizer.chat_template
+    use_trained_template(run_dir, run_config(run_dir), tokenizer)
+    if tokenizer.chat_template != saved:
+        tokenizer.save_pretrained(out)

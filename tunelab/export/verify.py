@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunelab.data.chat_layout import TemplateError, render_jinja, sample_conversations
-from tunelab.errors import DataError, ModelError
+from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.export.targets import Target, discover, load_reference, load_targets
 
 DEFAULT_PROMPTS = [
@@ -166,6 +166,20 @@ def compare(reference: Target, target: Target, prompts: list[str], max_new_token
     return report
 
 
+def _refuse_unmergeable(run_dir: Path) -> None:
+    """No merged export exists for prompt/prefix tuning or LLaMA-Adapter: say so instead of "export hf first"."""
+    from tunelab.models.merge import NOT_MERGEABLE, run_config
+
+    kind = run_config(run_dir).adapter.type
+    if kind in NOT_MERGEABLE:
+        raise ConfigError(
+            f"--verify compares merged exports (hf, gguf, bnb) with {run_dir}, but adapter.type={kind} cannot be "
+            f"merged ({NOT_MERGEABLE[kind]}), so there is none; --format adapter is the run's own adapter, "
+            "loaded exactly as trained.\n"
+            f"  fix: leave out --verify; use the run unmerged: `tunelab chat {run_dir}` or `tunelab serve {run_dir}`"
+        )
+
+
 def verify(run_dir: str | Path, exports: list[Path], prompts_file: Path | None = None,
            max_new_tokens: int = 32) -> VerifyReport:
     """Compare the run with each export in ``exports`` (folders, .gguf files or ``RUN/export``).
@@ -177,6 +191,7 @@ def verify(run_dir: str | Path, exports: list[Path], prompts_file: Path | None =
 
     quiet_third_party()
     run_dir = Path(run_dir)
+    _refuse_unmergeable(run_dir)
     prompts = read_prompts(prompts_file)
     targets = load_targets([t for path in exports for t in discover(Path(path))])
     reference = load_reference(run_dir)
