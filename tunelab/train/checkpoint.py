@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,10 @@ class TrainState:
     bad_total: int
     tokens_seen: int
     rng: dict
+    #: fp16 overflow steps the grad scaler skipped (defaults: checkpoints written before these fields).
+    overflow_steps: int = 0
+    #: the fp16 grad scaler's state (its current scale), empty without one.
+    scaler: dict = field(default_factory=dict)
 
 
 def rng_state() -> dict:
@@ -103,18 +107,41 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _check_same_parameters(path: Path, weights: dict[str, torch.Tensor], params: dict[str, nn.Parameter]) -> None:
+    """Refuse a checkpoint whose tensors are not exactly the model's trainable parameters.
+
+    A trainable parameter absent from the checkpoint would silently keep its fresh
+    initialisation and the "resumed" run would train a different model.
+    """
+    fix = "  fix: resume with the config the checkpoint was written with, or start a new run (name=<new-name>)"
+    extra = [n for n in weights if n not in params]
+    if extra:
+        raise CheckpointError(
+            f"{path}: {len(extra)} saved tensor(s) do not exist in the model (e.g. {extra[0]}); "
+            f"the config changed since the checkpoint was written.\n{fix}"
+        )
+    absent = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if absent:
+        raise CheckpointError(
+            f"{path}: {len(absent)} trainable parameter(s) are missing from the checkpoint (e.g. {absent[0]}); "
+            f"the config changed since the checkpoint was written.\n{fix}"
+        )
+    resized = [n for n, t in weights.items() if t.shape != params[n].shape]
+    if resized:
+        name = resized[0]
+        raise CheckpointError(
+            f"{path}: {name} is {tuple(weights[name].shape)} in the checkpoint but "
+            f"{tuple(params[name].shape)} in the model.\n{fix}"
+        )
+
+
 def load_checkpoint(path: Path, model: nn.Module) -> TrainState:
     """Restore trainable weights into ``model`` and return the rest of the state."""
     if not (path / MARKER).exists():
         raise CheckpointError(f"{path} is incomplete (no {MARKER} marker); it cannot be resumed from")
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise CheckpointError(
-            f"{path}: {len(missing)} saved tensors do not exist in the model (e.g. {missing[0]}); "
-            "the config changed since the checkpoint was written"
-        )
+    _check_same_parameters(path, weights, params)
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))

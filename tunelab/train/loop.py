@@ -18,6 +18,7 @@ import math
 import random
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from tunelab.config import RunConfig, save_config
 from tunelab.errors import CheckpointError, ConfigError, TrainingError
 from tunelab.methods import get_method
-from tunelab.methods.base import Batch, Method
+from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.train.checkpoint import (
     TrainState,
     complete_checkpoints,
@@ -58,6 +59,8 @@ class RunResult:
     skipped_steps: int
     output: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: fp16 steps the grad scaler skipped on overflow (not counted in ``skipped_steps``).
+    overflow_steps: int = 0
     #: The trained model in memory (not saved in result.json); lets callers evaluate without reloading.
     model: Any = field(default=None, repr=False, compare=False)
 
@@ -111,13 +114,20 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def _grad_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
+def _grad_norm(accelerator, params: list[torch.nn.Parameter], max_norm: float | None) -> float:
+    """Global norm of the true gradients, clipped to ``max_norm`` when it is set.
+
+    Under fp16 the gradients hold ``loss scale x`` their value until the grad scaler unscales
+    them; accelerate's ``clip_grad_norm_`` / ``unscale_gradients`` do that once per step (and let
+    the scaler record an overflow), so both the clip and the logged norm see the real values.
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    if max_norm is None:
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if max_norm is not None:
+        return float(accelerator.clip_grad_norm_(params, max_norm))
+    accelerator.unscale_gradients()
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
 
 
 @dataclass
@@ -230,7 +240,9 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     scheduler = build_scheduler(optimizer, args)
     model, optimizer = accelerator.prepare(model, optimizer)
     sampler = ResumableSampler(len(datasets.train), args.seed)
-    state = TrainState(0, {}, {}, {}, {}, 0, 0, 0, {})
+    state = TrainState(
+        step=0, optimizer={}, scheduler={}, sampler={}, method={}, bad_in_a_row=0, bad_total=0, tokens_seen=0, rng={}
+    )
     checkpoints = complete_checkpoints(run_dir / "checkpoints")
     if resume and checkpoints:
         state = load_checkpoint(checkpoints[-1], accelerator.unwrap_model(model))
@@ -238,98 +250,179 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         scheduler.load_state_dict(state.scheduler)
         sampler.load_state_dict(state.sampler)
         method.load_state_dict(state.method)
+        if state.scaler and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state.scaler)
         set_rng_state(state.rng)
         console.print(f"[cyan]resuming[/cyan] {run_dir} from step {state.step}")
     elif resume:
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0[/yellow]")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume else None)
+    ctx = RunContext(
+        config=config,
+        run_dir=run_dir,
+        accelerator=accelerator,
+        model=model,
+        tokenizer=tokenizer,
+        method=method,
+        datasets=datasets,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        state=state,
+        metrics=metrics,
+        params=params,
+        start_time=start_time,
+    )
     method.before_training(model, datasets)
     if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
         metrics.write({"step": 0, **_evaluate(method, model, datasets.validation, config, accelerator)})
     if args.trackers:
         accelerator.init_trackers("tunelab", config=tracker_config(config.model_dump(mode="json")))
-    last = _run_steps(
-        config, model, method, datasets, optimizer, scheduler, sampler, state, metrics, accelerator, params
-    )
-    return _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accelerator, state, last, start_time)
+    return _finish(ctx, _run_steps(ctx))
 
 
-def _run_steps(config, model, method, datasets, optimizer, scheduler, sampler, state, metrics, accelerator, params):
-    args = config.training
+@dataclass
+class RunContext:
+    """What a run's steps, checkpoints and finish share; built once by :func:`train`."""
+
+    config: RunConfig
+    run_dir: Path
+    accelerator: Any
+    model: Any  # as prepared by accelerate
+    tokenizer: Any
+    method: Method
+    datasets: Datasets
+    optimizer: Any  # accelerate's wrapper: its step() runs the fp16 grad scaler
+    scheduler: Any
+    sampler: ResumableSampler
+    state: TrainState
+    metrics: MetricsLog
+    params: list[torch.nn.Parameter]
+    start_time: float
+
+
+def _run_steps(ctx: RunContext) -> float | None:
+    """Optimizer steps from ``state.step`` to ``max_steps``; returns the last taken step's loss.
+
+    Every loop step, taken or skipped, advances ``state.step`` and the LR schedule together, so
+    a skipped step never shifts the schedule. A non-finite loss (or, without a grad scaler, a
+    non-finite gradient norm) is a bad step that counts towards ``max_bad_steps``. Under fp16
+    an overflowing gradient is the grad scaler's business: accelerate's ``optimizer.step()``
+    skips the update and lowers the scale, as it does on the first steps of every fp16 run.
+    """
+    args, state, scaler = ctx.config.training, ctx.state, ctx.accelerator.scaler
     last_loss: float | None = None
     step_time = time.time()
     with StepProgress(args.max_steps, state.step) as progress:
         for step in range(state.step, args.max_steps):
-            model.train()
-            batches = _micro_batches(method, model, step, sampler, datasets.train, config)
-            outcome = _forward_backward(method, model, batches, accelerator)
-            norm = _grad_norm(params, args.max_grad_norm) if outcome.finite else float("nan")
+            ctx.model.train()
+            batches = _micro_batches(ctx.method, ctx.model, step, ctx.sampler, ctx.datasets.train, ctx.config)
+            outcome = _forward_backward(ctx.method, ctx.model, batches, ctx.accelerator)
+            norm = _grad_norm(ctx.accelerator, ctx.params, args.max_grad_norm) if outcome.finite else float("nan")
             state.step = step + 1
+            lr = ctx.scheduler.get_last_lr()[0]
+            overflow = _optimizer_step(ctx, outcome.finite and (math.isfinite(norm) or scaler is not None))
             if not (outcome.finite and math.isfinite(norm)):
-                optimizer.zero_grad(set_to_none=True)
-                state.bad_in_a_row += 1
-                state.bad_total += 1
-                metrics.write({"step": state.step, "skipped": True, "loss": outcome.loss, "grad_norm": norm})
-                console.print(f"[yellow]step {state.step}: non-finite loss/grad norm; step skipped[/yellow]")
-                if state.bad_in_a_row >= args.max_bad_steps:
-                    raise TrainingError(
-                        f"{state.bad_in_a_row} non-finite steps in a row (last at step {state.step}); "
-                        "the run stopped and the last good checkpoint is intact.\n"
-                        "  fix: lower training.learning_rate, enable max_grad_norm, or use precision=fp32"
-                    )
+                _skipped_step(ctx, outcome, norm, overflow)
                 continue
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             state.bad_in_a_row = 0
             state.tokens_seen += outcome.tokens
             last_loss = outcome.loss
             now = time.time()
             tok_s = outcome.tokens / max(now - step_time, 1e-9)
             step_time = now
-            record = {
-                "step": state.step,
-                "loss": outcome.loss,
-                "lr": lr,
-                "grad_norm": norm,
-                "tokens_per_s": tok_s,
-                **outcome.metrics,
-            }
-            if state.step % args.log_every == 0 or state.step == args.max_steps:
-                metrics.write(record)
-                if args.trackers:
-                    accelerator.log(record, step=state.step)
-            if args.eval_every and state.step % args.eval_every == 0 and state.step < args.max_steps:
-                val = _evaluate(method, model, datasets.validation, config, accelerator)
-                if val:
-                    metrics.write({"step": state.step, **val})
-            if args.save_every and state.step % args.save_every == 0:
-                _checkpoint(config, model, optimizer, scheduler, sampler, method, state, accelerator)
+            scale = {"loss_scale": scaler.get_scale()} if scaler is not None else {}
+            record = {"step": state.step, "loss": outcome.loss, "lr": lr, "grad_norm": norm, "tokens_per_s": tok_s}
+            _after_step(ctx, {**record, **scale, **outcome.metrics})
             progress.update(state.step, outcome.loss, tok_s)
     return last_loss
 
 
-def _checkpoint(config, model, optimizer, scheduler, sampler, method, state: TrainState, accelerator) -> None:
-    state.optimizer = optimizer.state_dict()
-    state.scheduler = scheduler.state_dict()
-    state.sampler = sampler.state_dict()
-    state.method = method.state_dict()
+def _optimizer_step(ctx: RunContext, take: bool) -> bool:
+    """Step the optimizer (when ``take``) and the schedule, clear the gradients; True when the
+    fp16 grad scaler refused the update because the gradients overflowed.
+
+    The scaler lowers its scale exactly then. That is the signal to read: a fused AdamW skips
+    the overflowing update inside its own ``step``, which accelerate's ``step_was_skipped``
+    does not see. The schedule steps on every loop step, also skipped ones, so the LR follows
+    ``state.step``; torch warns when it steps before the optimizer ever has, which after a
+    skipped first step is intended.
+    """
+    scaler = ctx.accelerator.scaler
+    before = scaler.get_scale() if scaler is not None else None
+    if take:
+        ctx.optimizer.step()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    return take and before is not None and scaler.get_scale() < before
+
+
+def _skipped_step(ctx: RunContext, outcome: StepOutcome, norm: float, overflow: bool) -> None:
+    """Record a step that changed no weight; stop the run after ``max_bad_steps`` bad ones in a row.
+
+    An fp16 overflow (the scaler skipped the update and halved its scale) is not a bad step
+    while the scale is still >= 1: the scaler is finding its range. Below 1 the gradients
+    overflow unscaled, and the step counts like any non-finite one.
+    """
+    state, args, scaler = ctx.state, ctx.config.training, ctx.accelerator.scaler
+    record = {"step": state.step, "skipped": True, "loss": outcome.loss, "grad_norm": norm}
+    if overflow and scaler.get_scale() >= 1.0:
+        state.overflow_steps += 1
+        ctx.metrics.write({**record, "overflow": True, "loss_scale": scaler.get_scale()})
+        return
+    state.bad_in_a_row += 1
+    state.bad_total += 1
+    ctx.metrics.write(record)
+    console.print(f"[yellow]step {state.step}: non-finite loss/grad norm; step skipped[/yellow]")
+    if state.bad_in_a_row >= args.max_bad_steps:
+        raise TrainingError(
+            f"{state.bad_in_a_row} non-finite steps in a row (last at step {state.step}); "
+            "the run stopped and the last good checkpoint is intact.\n"
+            "  fix: lower training.learning_rate, enable max_grad_norm, or use precision=fp32"
+        )
+
+
+def _after_step(ctx: RunContext, record: dict[str, Any]) -> None:
+    """Log a taken step, then evaluate and checkpoint when their intervals come round."""
+    args, step = ctx.config.training, ctx.state.step
+    if step % args.log_every == 0 or step == args.max_steps:
+        ctx.metrics.write(record)
+        if args.trackers:
+            ctx.accelerator.log(record, step=step)
+    if args.eval_every and step % args.eval_every == 0 and step < args.max_steps:
+        val = _evaluate(ctx.method, ctx.model, ctx.datasets.validation, ctx.config, ctx.accelerator)
+        if val:
+            ctx.metrics.write({"step": step, **val})
+    if args.save_every and step % args.save_every == 0:
+        _checkpoint(ctx)
+
+
+def _checkpoint(ctx: RunContext) -> None:
+    state, scaler = ctx.state, ctx.accelerator.scaler
+    state.optimizer = ctx.optimizer.state_dict()
+    state.scheduler = ctx.scheduler.state_dict()
+    state.sampler = ctx.sampler.state_dict()
+    state.method = ctx.method.state_dict()
+    state.scaler = scaler.state_dict() if scaler is not None else {}
     state.rng = rng_state()
-    save_checkpoint(config.run_dir() / "checkpoints", accelerator.unwrap_model(model), state, config.training.keep_last)
+    model = ctx.accelerator.unwrap_model(ctx.model)
+    save_checkpoint(ctx.run_dir / "checkpoints", model, state, ctx.config.training.keep_last)
 
 
-def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accelerator, state, last_loss, start_time):
+def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
     from tunelab.models.load import save_trained
 
-    val = _evaluate(method, model, datasets.validation, config, accelerator)
+    config, run_dir, state = ctx.config, ctx.run_dir, ctx.state
+    val = _evaluate(ctx.method, ctx.model, ctx.datasets.validation, config, ctx.accelerator)
     if val:
-        metrics.write({"step": state.step, **val})
-    unwrapped = accelerator.unwrap_model(model)
+        ctx.metrics.write({"step": state.step, **val})
+    unwrapped = ctx.accelerator.unwrap_model(ctx.model)
     out = run_dir / ("model" if config.adapter.type in ("full", "freeze") else "adapter")
-    save_trained(unwrapped, tokenizer, out, config.adapter.type)
-    extra = method.after_training(unwrapped)
-    records = metrics.records()
+    save_trained(unwrapped, ctx.tokenizer, out, config.adapter.type, data=config.data)  # + the trained template
+    extra = ctx.method.after_training(unwrapped)
+    records = ctx.metrics.records()
     plot_curves(
         records,
         run_dir / "loss.png",
@@ -337,8 +430,8 @@ def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accele
         f"{config.method} · {config.adapter.type} · {config.model.name}",
     )
     if config.training.trackers:
-        accelerator.end_training()
-    wall = time.time() - start_time
+        ctx.accelerator.end_training()
+    wall = time.time() - ctx.start_time
     speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     result = RunResult(
         run_dir=str(run_dir),
@@ -351,6 +444,7 @@ def _finish(config, run_dir, model, tokenizer, method, datasets, metrics, accele
         skipped_steps=state.bad_total,
         output=str(out),
         extra=extra,
+        overflow_steps=state.overflow_steps,
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
     result.model = unwrapped
