@@ -3,7 +3,8 @@
 The reference policy of DPO, KTO and PPO is, with a peft adapter, the *same* model with the
 adapter disabled (``with model.disable_adapter():``): no second copy of the base weights is
 ever held. With full fine-tuning a frozen copy is loaded once. Either way the reference runs
-under ``torch.no_grad()`` in eval mode (no dropout), so its log-probs are those of the base.
+under ``torch.no_grad()`` in eval mode (no dropout), so its log-probs are those of the base;
+PPO's gradient pass runs under :func:`dropout_off`, so it matches the eval-mode rollout pass.
 """
 
 from __future__ import annotations
@@ -86,6 +87,30 @@ def reference_mode(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         model.train(was_training)
+
+
+def _drops(module: nn.Module) -> bool:
+    """Modules whose train mode means dropout: ``nn.Dropout`` (LoRA's included) and transformers
+    attention, which reads ``self.training`` to apply ``attention_dropout``."""
+    return isinstance(module, nn.modules.dropout._DropoutNd) or hasattr(module, "attention_dropout")
+
+
+@contextlib.contextmanager
+def dropout_off(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` without dropout but with gradients, for a log-prob pass that is compared with
+    an eval-mode one (PPO's new vs old log-probs: with dropout the first ratio would not be 1).
+
+    Only the dropout-carrying modules leave train mode: ``model.eval()`` would also turn off
+    gradient checkpointing, which transformers applies only to layers in train mode.
+    """
+    switched = [m for m in model.modules() if m.training and _drops(m)]
+    for m in switched:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in switched:
+            m.training = True
 
 
 def base_causal_lm(model: nn.Module) -> nn.Module:

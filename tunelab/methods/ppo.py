@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from tunelab.errors import ConfigError
 from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
-from tunelab.methods.logprobs import check_body_adapter, hidden_and_logits, is_peft, reference_mode, token_logps
+from tunelab.methods.logprobs import (
+    check_body_adapter,
+    dropout_off,
+    hidden_and_logits,
+    is_peft,
+    reference_mode,
+    token_logps,
+)
 from tunelab.methods.ppo_math import (
     KLController,
     clipped_policy_loss,
@@ -227,7 +234,8 @@ class PPO(Method):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         mask = batch["mask"]
-        logps, values, logits = self._forward(model, batch["seq"], batch["attn"], batch["prompt_len"])
+        with dropout_off(model):  # as the eval-mode rollout pass: the ratio is exactly 1 before an update
+            logps, values, logits = self._forward(model, batch["seq"], batch["attn"], batch["prompt_len"])
         pg_loss, clip_frac = clipped_policy_loss(logps, batch["old_logps"], batch["adv"], mask, self.args.cliprange)
         vf_loss = clipped_value_loss(values, batch["old_values"], batch["returns"], mask, self.args.cliprange_value)
         with torch.no_grad():
