@@ -3,8 +3,8 @@ exported with that template, not with the base model's ChatML (issue 9, criterio
 
 One short real training run per template on the tiny model; then the rendered prompt and the
 greedy answer are compared across ``tunelab chat``, the OpenAI-compatible server, the exported
-Hugging Face folder and the exported GGUF (read back by transformers), and the Ollama
-Modelfile's Go TEMPLATE is rendered.
+Hugging Face folder and the exported GGUF (read back by transformers); the bitsandbytes folder's
+tokenizer renders the same prompt, and the Ollama Modelfile's Go TEMPLATE is rendered.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def exports(trained, tmp_path_factory) -> dict[str, Path]:
     return {
         "hf": export(run, "hf", out=out / "hf").path,
         "gguf": export(run, "gguf", out=out / "gguf", quant="f32").path,
+        "bnb": export(run, "bnb-int8", out=out / "bnb").path,
     }
 
 
@@ -109,7 +110,7 @@ def test_chat_serve_and_exports_render_and_answer_alike(trained, exports, capsys
     gguf = exports["gguf"]
     gguf_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    for tok in (hf_tok, gguf_tok):
+    for tok in (hf_tok, gguf_tok, AutoTokenizer.from_pretrained(exports["bnb"])):
         assert tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == prompt
     assert set(gguf_eos_ids(gguf)) <= set(eos)
     answers = {
@@ -118,6 +119,7 @@ def test_chat_serve_and_exports_render_and_answer_alike(trained, exports, capsys
         "gguf": _greedy(gguf_model, prompt_ids, eos),
     }
     assert answers["hf"] == answers["chat"] and answers["gguf"] == answers["chat"], answers
+    assert len(answers["chat"]) >= 2  # a real answer, not an immediate stop
 
 
 def test_modelfile_template_renders_the_trained_prompt(trained, exports):
