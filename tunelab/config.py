@@ -256,6 +256,7 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: key path, value given, what is valid (and the closest valid name)."""
     lines = []
+    section = ""  # the `config explain` section the fix line points at
     for e in err.errors():
         loc = tuple(e["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
@@ -263,6 +264,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "method_args":  # the method's own schema: its problems, one line each
             ctx = e["ctx"]
             lines += problem_lines(METHOD_ARGS.get(ctx["method"]), ctx["errors"], prefix=key)
+            section = f" method_args.{ctx['method']}"
             continue
         if e["type"] == "extra_forbidden":
             known = _known_keys(RunConfig, loc)
@@ -278,7 +280,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = f"must be one of {expected}" + (f"; did you mean '{close[0]}'?" if close else "")
         lines.append(f"  {key}: {given!r} — {msg}")
     head = f"invalid config ({source}): {len(lines)} problem(s)"
-    tail = "  fix: see `tunelab config explain` for every field and its meaning"
+    tail = f"  fix: see `tunelab config explain{section}` for every field and its meaning"
     return "\n".join([head, *lines, tail])
 
 

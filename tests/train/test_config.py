@@ -52,6 +52,7 @@ def test_method_args_typo_fails_at_load_with_key_path_and_valid_keys(tmp_path):
     assert "training.max_steps: 0" in text
     assert "method_args.betta: unknown key. did you mean 'beta'? valid keys here: loss, beta," in text
     assert "method_args.loss: 'sigmod' — unknown loss 'sigmod'. Valid losses: sigmoid, ipo," in text
+    assert text.endswith("fix: see `tunelab config explain method_args.dpo` for every field and its meaning")
     with pytest.raises(ConfigError, match="method_args: set exactly one of reward_model"):
         load_config(None, ["method=ppo"])  # a required choice, checked although nothing was written
     with pytest.raises(ConfigError, match="method_args.beta: unknown key. valid keys here: none"):
