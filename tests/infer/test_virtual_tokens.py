@@ -172,3 +172,14 @@ def test_verify_of_an_unmergeable_run_points_at_chat_not_back_at_export(run, tmp
     err = capsys.readouterr().err
     assert code == 2 and "cannot be merged" in err and f"tunelab chat {run}" in err
     assert "--format hf" not in err
+
+
+def test_as_a_base_model_it_says_to_chat_or_train_from_the_base(run):
+    """``model.name=runs/NAME`` of such a run: the advice is about building on it, not about export formats."""
+    from tunelab.models.merge import UnmergeableError
+    from tunelab.models.resolve import resolve_model
+
+    with pytest.raises(UnmergeableError) as err:
+        resolve_model(str(run))
+    message = str(err.value)
+    assert f"tunelab chat {run}" in message and "train from its base model" in message and "--format" not in message

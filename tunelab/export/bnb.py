@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tunelab.export.merge import ExportResult
-from tunelab.models.merge import load_merged, save_hf_folder, write_generation_config
+from tunelab.export.merge import ExportResult, load_for_export
+from tunelab.models.merge import save_hf_folder, write_generation_config
 
 
 def bnb_config(kind: str):
@@ -53,7 +53,7 @@ def quantize_folder(source: Path, out: Path, kind: str):
 def export_bnb(run_dir: Path, out: Path, kind: str) -> ExportResult:
     """Merge the run, quantize it (``kind`` = ``nf4`` | ``int8``) and write the folder."""
     fmt = f"bnb-{kind}"
-    merged = load_merged(run_dir, fmt)
+    merged = load_for_export(run_dir, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".merged-") as tmp:
         save_hf_folder(merged, Path(tmp))

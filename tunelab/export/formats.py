@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ConfigError
-from tunelab.export.merge import ExportResult, export_adapter, export_hf
-from tunelab.models.merge import load_merged
+from tunelab.export.merge import ExportResult, export_adapter, export_hf, load_for_export
 from tunelab.utils.fsio import atomic_folder, moved
 
 
@@ -25,7 +24,7 @@ def _gguf(run_dir: Path, out: Path, options: ExportOptions) -> ExportResult:
     from tunelab.export.gguf_export import write_gguf
     from tunelab.export.modelfile import build_modelfile
 
-    merged = load_merged(run_dir, "gguf")
+    merged = load_for_export(run_dir, "gguf")
     gguf_path = out / f"{run_dir.name}-{options.quant}.gguf"
     tokenizer = merged.tokenizer
     modelfile = None

@@ -11,9 +11,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.errors import CheckpointError
+from tunelab.config import RunConfig
+from tunelab.errors import CheckpointError, ConfigError
 from tunelab.models.merge import (
+    NOT_MERGEABLE,
+    MergedRun,
     eos_token_ids,
+    load_merged,
     merge_to_folder,
     run_config,
     write_generation_config,
@@ -31,12 +35,36 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def refuse_unmergeable(config: RunConfig, run_dir: Path, fmt: str) -> None:
+    """Raise a :class:`ConfigError` naming the formats that do work for adapters with no weights to merge.
+
+    Every fix offered (``--format adapter``, chat/serve unmerged) works for these adapter types, so
+    the message never sends the user back here.
+    """
+    kind = config.adapter.type
+    if kind in NOT_MERGEABLE:
+        raise ConfigError(
+            f"cannot export {run_dir} as --format {fmt}: adapter.type={kind} cannot be merged into the base "
+            f"({NOT_MERGEABLE[kind]}; there is no weight delta to fold in).\n"
+            f"  fix: `tunelab export {run_dir} --format adapter` (the peft adapter folder with its tokenizer and "
+            f"chat template, loaded with PeftModel.from_pretrained), or use it unmerged with "
+            f"`tunelab chat {run_dir}` / `tunelab serve {run_dir}`"
+        )
+
+
+def load_for_export(run_dir: Path, fmt: str) -> MergedRun:
+    """The run merged in fp32 for a merged format (gguf, bnb), refused first with the export's own advice."""
+    refuse_unmergeable(run_config(run_dir), run_dir, fmt)
+    return load_merged(run_dir)
+
+
 def export_hf(run_dir: Path, out: Path, dtype: str = "auto") -> ExportResult:
     """``--format hf``: merged (or fully fine-tuned) model as a Hugging Face folder."""
     config = run_config(run_dir)
     if (run_dir / "model").is_dir():
         return _copy_full(run_dir, out)
-    merged, files = merge_to_folder(run_dir, out, dtype, "hf")
+    refuse_unmergeable(config, run_dir, "hf")
+    merged, files = merge_to_folder(run_dir, out, dtype)
     return ExportResult("hf", out, files, merged.eos_token_ids, [f"merged {config.adapter.type} adapter into the base"])
 
 

@@ -1,8 +1,8 @@
 """Fold a run's adapter into its base and write the result as a plain Hugging Face folder.
 
-Two callers need this: ``tunelab export --format hf|gguf|bnb`` and :mod:`tunelab.models.resolve`,
+Two callers need this: the merged export formats (hf, gguf, bnb) and :mod:`tunelab.models.resolve`,
 which turns a finished run into a base model for the next stage (SFT → DPO / reward / PPO). It
-lives here, beside loading, so that ``tunelab.models`` never imports ``tunelab.export`` (the
+lives here, beside loading, so that the models package never imports the export package (the
 export formats build on models, not the other way round).
 
 LoRA/DoRA deltas are folded into the base weights with peft's ``merge_and_unload``
@@ -51,20 +51,24 @@ def run_config(run_dir: Path) -> RunConfig:
     return load_config(run_dir / "config.yaml")
 
 
-def refuse_unmergeable(config: RunConfig, run_dir: Path, fmt: str) -> None:
-    """Raise a :class:`ConfigError` for adapter types that have no weights to merge.
+class UnmergeableError(ConfigError):
+    """The run's adapter adds virtual tokens or attention prompts: there is no weight delta to merge."""
 
-    The fixes offered (``--format adapter``, ``chat``/``serve`` unmerged) all work for these
-    adapter types, so the message never sends the user back here.
+
+def check_mergeable(config: RunConfig, run_dir: Path) -> None:
+    """Raise :class:`UnmergeableError` for adapter types that have no weights to merge.
+
+    This is the message for a run used as a base model (``model.name=runs/NAME``); exports say
+    which export format to use instead. The fixes offered work for these adapter types, so the
+    message never sends the user back here.
     """
     kind = config.adapter.type
     if kind in NOT_MERGEABLE:
-        raise ConfigError(
-            f"cannot export {run_dir} as --format {fmt}: adapter.type={kind} cannot be merged into the base "
-            f"({NOT_MERGEABLE[kind]}; there is no weight delta to fold in).\n"
-            f"  fix: `tunelab export {run_dir} --format adapter` (the peft adapter folder with its tokenizer and "
-            f"chat template, loaded with PeftModel.from_pretrained), or use it unmerged with "
-            f"`tunelab chat {run_dir}` / `tunelab serve {run_dir}`"
+        raise UnmergeableError(
+            f"{run_dir}: adapter.type={kind} cannot be merged into its base ({NOT_MERGEABLE[kind]}; there is "
+            "no weight delta to fold in), so it cannot be loaded as a plain model.\n"
+            f"  fix: use it unmerged with `tunelab chat {run_dir}` or `tunelab serve {run_dir}`; to build on it, "
+            "train from its base model with a mergeable adapter (lora, dora, qlora, freeze, full)"
         )
 
 
@@ -90,12 +94,12 @@ def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def load_merged(run_dir: Path, fmt: str) -> MergedRun:
+def load_merged(run_dir: Path) -> MergedRun:
     """Load ``run_dir`` in fp32 on CPU and merge its adapter (a full fine-tune is returned as is)."""
     from tunelab.models.load import load_run
 
     config = run_config(run_dir)
-    refuse_unmergeable(config, run_dir, fmt)
+    check_mergeable(config, run_dir)
     # A QLoRA base is loaded in NF4 and dequantized (the weights its adapter was trained against),
     # then the delta is added in fp32: re-quantizing after the merge would round the delta away.
     loaded = load_run(run_dir, device="cpu", dtype="fp32", merge=True)
@@ -134,7 +138,7 @@ def save_hf_folder(merged: MergedRun, out: Path, dtype: str = "auto") -> list[st
     return sorted(p.name for p in out.iterdir())
 
 
-def merge_to_folder(run_dir: Path, out: Path, dtype: str = "auto", fmt: str = "hf") -> tuple[MergedRun, list[str]]:
+def merge_to_folder(run_dir: Path, out: Path, dtype: str = "auto") -> tuple[MergedRun, list[str]]:
     """Merge the run's adapter and write the Hugging Face folder ``out``; returns the run and the files."""
-    merged = load_merged(run_dir, fmt)
+    merged = load_merged(run_dir)
     return merged, save_hf_folder(merged, out, dtype)
