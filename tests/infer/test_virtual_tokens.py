@@ -183,3 +183,13 @@ def test_as_a_base_model_it_says_to_chat_or_train_from_the_base(run):
         resolve_model(str(run))
     message = str(err.value)
     assert f"tunelab chat {run}" in message and "train from its base model" in message and "--format" not in message
+
+
+def test_batched_generation_refuses_virtual_tokens(engine):
+    from tunelab.errors import ServeError
+    from tunelab.infer import generate_batch
+
+    with pytest.raises(ServeError, match="one prompt at a time"):
+        generate_batch(engine.model, engine.tokenizer, [_prompt(engine)] * 2)
+    with engine.model.disable_adapter():  # the base model alone batches as before
+        assert len(generate_batch(engine.model, engine.tokenizer, [_prompt(engine)] * 2)) == 2

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 
 import torch
 
+from tunelab.errors import ServeError
 from tunelab.infer.cache import cache_kwarg
 from tunelab.infer.decode import eos_token_ids
 from tunelab.infer.sampling import make_generator, pick_token
 from tunelab.infer.stream import TextAssembler
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, Timings
+from tunelab.infer.virtual import virtual_tokens
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +41,11 @@ def generate_batch(
     """Generate for every prompt at once; row ``i`` samples with seed ``params.seed + i``."""
     from transformers import DynamicCache
 
+    if virtual_tokens(model) is not None:  # left padding would sit between the virtual tokens and the prompt
+        raise ServeError(
+            "batched generation does not support prompt-tuning or prefix-tuning adapters.\n"
+            "  fix: generate one prompt at a time (Generator / Engine.stream), which serves them unmerged"
+        )
     params = params or SamplingParams()
     start = time.perf_counter()
     device = next(model.parameters()).device
