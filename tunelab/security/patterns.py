@@ -28,12 +28,14 @@ __all__ = [
     "Finding",
     "SPECIAL_TOKENS",
     "escape_special_tokens",
+    "escape_token",
     "find_all",
     "find_encoded",
     "find_injection",
     "find_pii",
     "find_secrets",
     "find_special_tokens",
+    "looks_random",
     "luhn_valid",
     "redact",
 ]
@@ -213,7 +215,7 @@ _SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
     "google_api_key": re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])"),
     "jwt": re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?![\w-])"),
 }
-#: ``api_key = "..."`` style assignments; the value must look random (see :func:`_looks_random`).
+#: ``api_key = "..."`` style assignments; the value must look random (see :func:`looks_random`).
 _GENERIC_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|api[_-]?token|access[_-]?(?:key|token)|auth[_-]?token|secret(?:[_-]?key)?|client[_-]?secret"
     r"|password|passwd|pwd|token|bearer)\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.!@#$%^&*]{8,})"
@@ -226,7 +228,7 @@ def _entropy(s: str) -> float:
     return -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
 
 
-def _looks_random(value: str) -> bool:
+def looks_random(value: str) -> bool:
     """A credential, not a word or a placeholder: mixed character classes and ≥ 3 bits/char."""
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
     return classes >= 2 and _entropy(value) >= 3.0 and not re.fullmatch(r"[a-z]+(?:[_-][a-z]+)*\d{0,2}", value)
@@ -236,7 +238,7 @@ def find_secrets(text: str) -> list[Finding]:
     """API keys and tokens (AWS, GitHub, Slack, OpenAI-style ``sk-``, Stripe, Google), private
     key blocks, JWTs and generic high-entropy ``key=value`` credentials in ``text``."""
     found = [_finding("secret", kind, m) for kind, rx in _SECRET_PATTERNS.items() for m in rx.finditer(text)]
-    assigned = (m for m in _GENERIC_SECRET.finditer(text) if _looks_random(m.group(1)))
+    assigned = (m for m in _GENERIC_SECRET.finditer(text) if looks_random(m.group(1)))
     found += [_finding("secret", "generic_secret", m, 1) for m in assigned]
     return _drop_overlaps(found)
 
@@ -279,6 +281,12 @@ def find_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> list[Fin
 ESCAPE_CHAR = "\u200b"
 
 
+def escape_token(match: str) -> str:
+    """``match`` with :data:`ESCAPE_CHAR` after its first visible character (``<\u200b|im_end|>``)."""
+    lead = len(match) - len(match.lstrip())
+    return match[: lead + 1] + ESCAPE_CHAR + match[lead + 1 :]
+
+
 def escape_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> tuple[str, list[Finding]]:
     """``text`` with every special token / role marker defused by a zero-width space after its
     first visible character, and the findings that were escaped.
@@ -288,14 +296,7 @@ def escape_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> tuple[
     close their turn or open a ``system`` one.
     """
     findings = find_special_tokens(text, extra_tokens)
-    out, pos = [], 0
-    for f in findings:
-        lead = len(f.match) - len(f.match.lstrip())
-        cut = f.start + lead + 1
-        out += [text[pos:cut], ESCAPE_CHAR]
-        pos = cut
-    out.append(text[pos:])
-    return "".join(out), findings
+    return redact(text, findings, lambda f: escape_token(f.match)), findings
 
 
 # ---------------------------------------------------------------------------------------------
