@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from tunelab.errors import ConfigError
 from tunelab.registry import Registry
 
 BNB_BLOCK = 256
@@ -55,6 +54,4 @@ OPTIMIZERS.register("sgd", sgd_bytes)
 
 def optimizer_bytes(name: str, sizes: Sequence[int], param_bytes: float) -> float:
     """State bytes of optimizer ``name`` for trainable tensors of ``sizes`` stored at ``param_bytes``."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer: unknown optimizer '{name}'. Valid: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](sizes, param_bytes)
+    return OPTIMIZERS.get(name)(sizes, param_bytes)  # unknown: lists the valid ones and the closest

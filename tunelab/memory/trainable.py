@@ -179,6 +179,4 @@ def trainable(arch: Architecture, adapter: str, shape: AdapterShape | None = Non
     Raises:
         ConfigError: unknown adapter type (lists the valid ones) or a shape the model cannot take.
     """
-    if adapter not in ADAPTERS:
-        raise ConfigError(f"adapter: unknown type '{adapter}'. Valid: {', '.join(ADAPTERS)}")
-    return ADAPTERS[adapter](arch, shape or AdapterShape())
+    return ADAPTERS.get(adapter)(arch, shape or AdapterShape())

@@ -261,13 +261,12 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     Raises:
         ConfigError: unknown method, adapter, optimizer, precision or sharding.
     """
-    if spec.method not in METHODS:
-        raise ConfigError(f"method: unknown '{spec.method}'. Valid: {', '.join(METHODS)}")
+    method_shape = METHODS.get(spec.method)  # unknown: lists the valid ones and the closest
     if spec.precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown '{spec.precision}'. Valid: {', '.join(PRECISIONS)}")
     spec = kbit_prepared(spec)
     t = trainable(spec.arch, spec.adapter, spec.shape)
-    m = METHODS[spec.method](spec)
+    m = method_shape(spec)
     param_bytes, c, _ = PRECISIONS[spec.precision]
     trained_bytes = spec.adapter_bytes if t.adapter else param_bytes
     counts = count_parameters(spec.arch)
