@@ -1,4 +1,4 @@
-"""``tunelab serve MODEL_OR_RUN [--adapter NAME=PATH ...] [--host] [--port] [--api-key] ...``."""
+"""``tunelab serve MODEL_OR_RUN [--adapter NAME=PATH ...] [--host] [--port] [--api-key] [--guardrail ...]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--adapter {item!r}: expected NAME=PATH, e.g. --adapter support=runs/support")
         adapters[name] = path
     return adapters
+
+
+def list_guardrails(value: bool) -> None:
+    """``--list-guardrails``: name, stage, default action and description of each, then exit."""
+    if not value:
+        return
+    from tunelab.serve.guardrails import guardrail_rows
+
+    rows = [("name", "stage", "default", "description"), *guardrail_rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True)) + f"  {row[3]}")
+    raise typer.Exit()
 
 
 def register(app: typer.Typer) -> None:
@@ -40,19 +53,27 @@ def register(app: typer.Typer) -> None:
         ),
         speculation: str = typer.Option("none", "--speculation", help="none | prompt_lookup | draft."),
         draft: str | None = typer.Option(None, "--draft", help="Draft model (same tokenizer) for --speculation draft."),
-        guardrail: list[str] = typer.Option([], "--guardrail", help="Registered guardrail to apply (repeatable)."),
+        guardrail: list[str] = typer.Option(
+            [], "--guardrail",
+            help="Guardrail NAME or NAME=block|flag|redact (repeatable; 'all': every built-in check).",
+        ),
+        guardrails_config: str | None = typer.Option(
+            None, "--guardrails-config", help="YAML file: guardrail name -> action or options (see docs/security.md)."
+        ),
+        _list: bool = typer.Option(False, "--list-guardrails", is_eager=True, callback=list_guardrails,
+                                   help="List the guardrails (stage, default action) and exit."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     ):
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
         from tunelab.infer import Speculation, load_engine
+        from tunelab.security.guardrails import chain_from_cli
         from tunelab.serve import ServerSettings, create_app, run_server
         from tunelab.serve.bind import check_bind, is_loopback
-        from tunelab.serve.guardrails import build_guardrails
         from tunelab.utils.log import console
 
         key = api_key or os.environ.get("TUNELAB_API_KEY") or None
         check_bind(host, key, insecure_no_auth)  # before the model loads: fail in a second, not a minute
-        guards = build_guardrails(guardrail)
+        guards = chain_from_cli(guardrail, guardrails_config)
         spec = Speculation(kind=speculation)  # type: ignore[arg-type]
         adapters = parse_adapters(adapter)
         settings = ServerSettings(api_key=key, max_queue=max_queue, max_tokens_limit=max_tokens_limit,
@@ -64,4 +85,6 @@ def register(app: typer.Typer) -> None:
                           "anyone who can reach it can use the model")
         console.print(f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1 "
                       f"({'API key required' if key else 'no API key'})")
+        if guards:
+            console.print("guardrails: " + ", ".join(f"{g['name']}={g['action']}" for g in guards.describe()))
         run_server(create_app(engine, settings, guards), host, port, log_level="warning")

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from tunelab.serve.backend import Backend
 from tunelab.serve.errors import install_error_handlers
-from tunelab.serve.guardrails import Guardrail
+from tunelab.serve.guardrails import Guardrail, GuardrailChain, Scanner, special_tokens_of
 from tunelab.serve.metrics import Metrics
 from tunelab.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from tunelab.serve.routes import ROUTERS
@@ -26,11 +26,17 @@ __all__ = ["ServerSettings", "create_app"]
 
 
 def create_app(backend: Backend, settings: ServerSettings | None = None,
-               guardrails: Sequence[Guardrail] = ()) -> FastAPI:
-    """Build the app around ``backend``; the worker thread stops when the app shuts down."""
+               guardrails: Sequence[Guardrail | Scanner] | GuardrailChain = ()) -> FastAPI:
+    """Build the app around ``backend``; the worker thread stops when the app shuts down.
+
+    ``guardrails`` also learn the backend tokenizer's special tokens (escaped in user text)
+    and report every event to ``/metrics``."""
     settings = settings or ServerSettings()
     worker = Worker(settings.max_queue)
     metrics = Metrics(lambda: worker.queue_depth, lambda: worker.busy)
+    chain = guardrails if isinstance(guardrails, GuardrailChain) else GuardrailChain(guardrails)
+    chain = chain.bind(special_tokens=special_tokens_of(backend),
+                       listener=lambda v, stage: metrics.record_guardrail(v.guardrail, stage, v.action))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -38,7 +44,7 @@ def create_app(backend: Backend, settings: ServerSettings | None = None,
         worker.close()  # uvicorn has already waited for in-flight responses
 
     app = FastAPI(title="tunelab", lifespan=lifespan)
-    app.state.server = ServerState(backend, settings, tuple(guardrails), worker, metrics)
+    app.state.server = ServerState(backend, settings, chain, worker, metrics)
     app.state.worker, app.state.metrics = worker, metrics
     install_error_handlers(app)
     for router in ROUTERS:

@@ -1,60 +1,65 @@
-"""Input and output guardrail hooks (filled by tunelab.security; none by default).
+"""Input and output guardrails of the server (the checks live in :mod:`tunelab.security.guardrails`).
 
-A guardrail sees the request text before generation and the answer text as it grows. A
-refused input is a 400 (``code="content_policy_violation"``); a refused output stops the
-generation with ``finish_reason="content_filter"`` and withholds the refused text.
-Register a guardrail by name in :data:`GUARDRAILS`; ``tunelab serve --guardrail NAME`` picks it.
+A guardrail sees each request's messages before generation and the answer as it grows. Each
+check acts as configured: a ``block`` on the input is a 400 with ``code="content_policy_violation"``
+and ``param`` naming the guardrail; a ``block`` on the output stops the generation with
+``finish_reason="content_filter"`` and withholds the refused text; ``redact`` masks (or, for
+special tokens, escapes) the spans; ``flag`` only records the event. Every event is logged and
+counted in ``/metrics`` (``tunelab_guardrail_events_total{guardrail,stage,action}``).
+
+Register a guardrail by name in :data:`GUARDRAILS`; ``tunelab serve --guardrail NAME[=ACTION]``
+picks it and ``tunelab serve --list-guardrails`` lists them. The registry, :class:`Verdict` and
+the protocols are those of :mod:`tunelab.security.guardrails`, re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from tunelab.security.guardrails import (
+    ALLOW,
+    GUARDRAILS,
+    Guardrail,
+    GuardrailChain,
+    Scanner,
+    Verdict,
+    build_guardrails,
+    first_refusal,
+    register_guardrail,
+)
 
-from tunelab.registry import Registry
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    reason: str = ""
-
-
-ALLOW = Verdict(True)
-
-
-class Guardrail(Protocol):
-    name: str
-
-    def check_input(self, text: str) -> Verdict: ...
-
-    def check_output(self, text: str) -> Verdict: ...
-
-
-#: name → factory; the security module registers its guardrails here (a name is taken once).
-GUARDRAILS: Registry[Callable[[], Guardrail]] = Registry("guardrail", key="--guardrail")
-
-
-def register_guardrail(name: str, factory: Callable[[], Guardrail]) -> None:
-    """Make ``factory`` available as ``tunelab serve --guardrail NAME``.
-
-    Raises:
-        DuplicateNameError: ``name`` is already registered.
-    """
-    GUARDRAILS.register(name, factory)
+__all__ = [
+    "ALLOW",
+    "GUARDRAILS",
+    "Guardrail",
+    "GuardrailChain",
+    "Scanner",
+    "Verdict",
+    "build_guardrails",
+    "first_refusal",
+    "guardrail_rows",
+    "register_guardrail",
+    "special_tokens_of",
+]
 
 
-def build_guardrails(names: Sequence[str]) -> list[Guardrail]:
-    """Instantiate guardrails by name; an unknown name lists the registered ones and the closest."""
-    factories = [GUARDRAILS.get(n) for n in names]  # every name checked before any is built
-    return [factory() for factory in factories]
+def guardrail_rows() -> list[tuple[str, str, str, str]]:
+    """``(name, stage, default action, description)`` of every registered guardrail."""
+    rows = []
+    for name in GUARDRAILS.names():
+        factory = GUARDRAILS.get(name)
+        stage = getattr(factory, "stage", "input+output")
+        action = getattr(factory, "default_action", "block")
+        doc = getattr(factory, "description", None) or (factory.__doc__ or "").strip().split("\n")[0]
+        rows.append((name, stage, action, doc))
+    return rows
 
 
-def first_refusal(guardrails: Sequence[Guardrail], text: str, *, output: bool) -> Verdict:
-    """The first refusing verdict (or ALLOW) of ``guardrails`` on ``text``."""
-    for guard in guardrails:
-        verdict = guard.check_output(text) if output else guard.check_input(text)
-        if not verdict.allowed:
-            return verdict
-    return ALLOW
+def special_tokens_of(backend: object) -> list[str]:
+    """The special-token strings of ``backend``'s tokenizer (none for a backend without one),
+    so the ``special_tokens`` guardrail escapes this model's own control tokens too."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    tokens = list(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    tokens += [str(t) for t in added.values() if getattr(t, "special", False)]
+    return [t for t in dict.fromkeys(tokens) if t.strip()]

@@ -14,7 +14,7 @@ from tunelab.errors import ServeError, TunelabError
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, TokenLogprob
 from tunelab.serve.backend import Backend
 from tunelab.serve.errors import APIError, internal_error
-from tunelab.serve.guardrails import Guardrail, first_refusal
+from tunelab.serve.guardrails import GuardrailChain
 from tunelab.serve.schemas import SamplingFields
 from tunelab.serve.worker import Job
 
@@ -44,11 +44,18 @@ def check_model(backend: Backend, model: str) -> None:
                        code="model_not_found", param="model")
 
 
-def check_input(guardrails: Sequence[Guardrail], text: str) -> None:
-    verdict = first_refusal(guardrails, text, output=False)
+def check_input(guardrails: GuardrailChain, messages: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``(role, content)`` messages to generate from (escaped / redacted by the input
+    guardrails), or a 400 ``content_policy_violation`` whose ``param`` names the guardrail."""
+    if not guardrails:
+        return list(messages)
+    result = guardrails.check_messages(messages)
+    verdict = result.verdict
     if not verdict.allowed:
-        raise APIError(400, f"the input was refused by a guardrail: {verdict.reason}",
-                       code="content_policy_violation")
+        raise APIError(400, f"the input was refused by the guardrail '{verdict.guardrail}' "
+                       f"({verdict.code}): {verdict.reason}", code="content_policy_violation",
+                       param=verdict.guardrail or None)
+    return result.messages
 
 
 def check_request_size(prompts: int, choices: int, max_tokens: int, limits: Limits) -> None:
@@ -120,17 +127,20 @@ def generation_job(
     model: str,
     prompts: Sequence[Sequence[int]],
     params: SamplingParams,
-    guardrails: Sequence[Guardrail],
+    guardrails: GuardrailChain,
     *,
     logprobs: int | None = None,
     echo: bool = False,
+    system: str = "",
 ) -> Job:
     """A worker job generating for each prompt in turn: emits ``(index, text delta)`` tuples
-    and one :class:`Generated` per prompt (with log-probs when asked)."""
+    and one :class:`Generated` per prompt (with log-probs when asked). ``system`` is the
+    request's system prompt, which the output guardrails must not let leak."""
 
     def job(emit, cancelled) -> None:
         for index, prompt in enumerate(prompts):
-            result, finish = _generate_one(backend, model, prompt, params, guardrails, emit, index, cancelled)
+            monitor = guardrails.monitor(system) if guardrails.has_output_checks else None
+            result, finish = _generate_one(backend, model, prompt, params, monitor, emit, index, cancelled)
             entries = None
             if logprobs is not None:
                 entries = backend.logprobs(model, list(prompt) + result.tokens, logprobs)
@@ -140,22 +150,30 @@ def generation_job(
     return job
 
 
-def _generate_one(backend, model, prompt, params, guardrails, emit, index, cancelled):
+def _generate_one(backend, model, prompt, params, monitor, emit, index, cancelled):
+    """One generation; with an output ``monitor`` only the text it releases is sent (masked
+    spans, nothing after a block), and that text is the result's text."""
     if params.max_new_tokens == 0:
         return GenerationResult([], "", "length"), "length"
     stream = backend.stream(model, prompt, params, cancel=cancelled)
-    text, blocked = "", False
+    text = ""
     for delta in stream:
-        if guardrails and not first_refusal(guardrails, text + delta, output=True).allowed:
-            blocked = True
+        out = monitor.feed(delta) if monitor else delta
+        if monitor and monitor.blocked:
             stream.close()
             break
-        text += delta
-        emit((index, delta))
+        if out:
+            text += out
+            emit((index, out))
+    tail = monitor.finish() if monitor else ""
+    if tail:
+        text += tail
+        emit((index, tail))
     result = stream.result
     if result is None:  # pragma: no cover - a backend bug, not a user error
         raise ServeError("the generator ended without a result")
-    if blocked:
+    if monitor:
         result.text = text
-        return result, "content_filter"
+        if monitor.blocked:
+            return result, "content_filter"
     return result, result.finish_reason

@@ -1,8 +1,9 @@
 """Prometheus text-format metrics (exposition format 0.0.4), without a client library.
 
 Exposed at ``GET /metrics``: request counts by route and status, prompt and completion token
-counts, request latency and time-to-first-token histograms, queue depth and busy state, and
-the requests cancelled because their client went away.
+counts, request latency and time-to-first-token histograms, queue depth and busy state, the
+requests cancelled because their client went away, and guardrail events by guardrail, stage
+(input / output) and action (block / flag / redact).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Metrics:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cancelled = 0
+        self.guardrail_events: Counter[tuple[str, str, str]] = Counter()
         self.latency: dict[str, Histogram] = {}
         self.ttft = Histogram()
         self._queue_depth = queue_depth
@@ -71,6 +73,10 @@ class Metrics:
         with self._lock:
             self.cancelled += 1
 
+    def record_guardrail(self, guardrail: str, stage: str, action: str) -> None:
+        with self._lock:
+            self.guardrail_events[(guardrail, stage, action)] += 1
+
     def render(self) -> str:
         with self._lock:
             lines = ["# HELP tunelab_requests_total Requests answered, by route and HTTP status.",
@@ -84,7 +90,11 @@ class Metrics:
                       f"tunelab_completion_tokens_total {self.completion_tokens}",
                       "# HELP tunelab_cancelled_total Generations stopped early because the client went away.",
                       "# TYPE tunelab_cancelled_total counter", f"tunelab_cancelled_total {self.cancelled}",
-                      "# HELP tunelab_request_latency_seconds Request latency, by route.",
+                      "# HELP tunelab_guardrail_events_total Guardrail findings, by guardrail, stage and action.",
+                      "# TYPE tunelab_guardrail_events_total counter"]
+            lines += [f'tunelab_guardrail_events_total{{guardrail="{g}",stage="{s}",action="{a}"}} {n}'
+                      for (g, s, a), n in sorted(self.guardrail_events.items())]
+            lines += ["# HELP tunelab_request_latency_seconds Request latency, by route.",
                       "# TYPE tunelab_request_latency_seconds histogram"]
             for route, hist in sorted(self.latency.items()):
                 lines += hist.lines("tunelab_request_latency_seconds", f'route="{route}"')

@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 
 from tunelab.serve.backend import Backend
 from tunelab.serve.errors import APIError
-from tunelab.serve.guardrails import Guardrail
+from tunelab.serve.guardrails import GuardrailChain
 from tunelab.serve.jobs import Generated, Limits, as_api_error
 from tunelab.serve.metrics import Metrics
 from tunelab.serve.worker import Job, JobHandle, QueueFull, Worker
@@ -48,7 +48,7 @@ class ServerState:
 
     backend: Backend
     settings: ServerSettings
-    guardrails: Sequence[Guardrail]
+    guardrails: GuardrailChain
     worker: Worker
     metrics: Metrics
 

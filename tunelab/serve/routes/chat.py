@@ -26,16 +26,18 @@ router = APIRouter(prefix="/v1")
 async def chat(req: ChatCompletionRequest, request: Request, state: State):
     backend, limits = state.backend, state.limits
     check_model(backend, req.model)
-    check_input(state.guardrails, "\n".join(m.text() for m in req.messages))
+    messages = check_input(state.guardrails, [(m.role, m.text()) for m in req.messages])
+    system = "\n".join(text for role, text in messages if role in ("system", "developer"))
     from tunelab.infer.engine import ChatMessage
 
     try:
-        prompt = backend.encode_chat([ChatMessage(m.role, m.text()) for m in req.messages])
+        prompt = backend.encode_chat([ChatMessage(role, text) for role, text in messages])
     except Exception as err:  # noqa: BLE001 - a template failure is the request's problem
         raise as_api_error(err) from err
     tokens = max_new_tokens(len(prompt), req.requested_max_tokens(), limits, choices=req.n)
     check_request_size(1, req.n, tokens, limits)
-    handle = state.submit(generation_job(backend, req.model, [prompt], sampling_params(req, tokens), state.guardrails))
+    handle = state.submit(generation_job(backend, req.model, [prompt], sampling_params(req, tokens), state.guardrails,
+                                         system=system))
     rid = new_id("chatcmpl")
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)

@@ -39,7 +39,10 @@ async def completions(req: CompletionRequest, request: Request, state: State):
     for p in prompts:  # 400 unless every prompt (+ max_tokens) fits the context
         max_new_tokens(len(p), req.max_tokens or None, limits)
     check_token_ids(texts, backend.vocab_size)  # before any id is decoded
-    check_input(state.guardrails, "\n".join(p if isinstance(p, str) else backend.decode(p) for p in texts))
+    decoded = [p if isinstance(p, str) else backend.decode(p) for p in texts]
+    checked = [text for _, text in check_input(state.guardrails, [("user", text) for text in decoded])]
+    # a prompt the guardrails escaped or redacted is generated from its new text
+    prompts = [backend.encode(new) if new != old else p for p, old, new in zip(prompts, decoded, checked, strict=True)]
     params = sampling_params(req, req.max_tokens)
     handle = state.submit(generation_job(backend, req.model, prompts, params, state.guardrails,
                                          logprobs=req.logprobs, echo=req.echo))
