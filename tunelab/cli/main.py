@@ -37,6 +37,7 @@ SUBCOMMANDS = [
     "tunelab.cli.serve_cmd",
     "tunelab.cli.chat_cmd",
     "tunelab.cli.scan_cmd",
+    "tunelab.cli.redteam_cmd",
 ]
 
 

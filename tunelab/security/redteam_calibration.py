@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 from tunelab.errors import SecurityError
+from tunelab.presets import preset_path
 from tunelab.security.detectors import DETECTORS, Judgement
 
 LABELS = {j.value for j in Judgement}
@@ -28,7 +28,7 @@ LABELS = {j.value for j in Judgement}
 
 def redteam_dir() -> Path:
     """The packaged probe library folder (``tunelab/presets/redteam``)."""
-    return Path(str(resources.files("tunelab.presets"))) / "redteam"
+    return preset_path("redteam")
 
 
 def stats_path() -> Path:
