@@ -89,14 +89,15 @@ _EMAIL = re.compile(
 )
 #: a run of digits with phone-like separators; validated by :func:`_phone_layout`.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w+@/.:-])(\+?\(?\d[\d\s().-]{5,22}\d)(?![\w@/-]|\.\d)")
+#: (layout, fewest digits): a national number with a trunk 0 has 10-11 digits, so "006-609-349" is a serial.
 _PHONE_LAYOUTS = tuple(
-    re.compile(p)
-    for p in (
-        r"\+\d{1,3}(?:[\s.-]?\(?\d{1,5}\)?)(?:[\s.-]?\d{1,5}){1,5}",  # international: +CC ...
-        r"(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}",  # NANP (555) 123-4567
-        r"0\d{2,4}[\s-]\d{3,4}[\s-]?\d{3,4}",  # trunk prefix: 020 7946 0958, 07700 900123
-        r"0\d(?:[\s.]\d{2}){4}",  # French 01 23 45 67 89
-        r"\(0\d{1,4}\)\s?\d{3,4}[\s-]?\d{3,4}",  # (030) 1234 5678
+    (re.compile(p), least)
+    for p, least in (
+        (r"\+\d{1,3}(?:[\s.-]?\(?\d{1,5}\)?)(?:[\s.-]?\d{1,5}){1,5}", 8),  # international: +CC ...
+        (r"(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}", 10),  # NANP (555) 123-4567
+        (r"0\d{2,4}[\s-]\d{3,4}[\s-]?\d{3,4}", 10),  # trunk prefix: 020 7946 0958, 07700 900123
+        (r"0\d(?:[\s.]\d{2}){4}", 10),  # French 01 23 45 67 89
+        (r"\(0\d{1,4}\)\s?\d{3,4}[\s-]?\d{3,4}", 10),  # (030) 1234 5678
     )
 )
 #: words that make a bare digit run a phone number ("call 5551234567").
@@ -104,7 +105,8 @@ _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|text|sms|whatsapp|fax|ring|reach)\b[^\n]{0,20}$"
 )
 _DATE_LIKE = re.compile(r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{4}\s*-\s*\d{4})$")
-_CARD_CANDIDATE = re.compile(r"(?<![\w.-])(\d(?:[ -]?\d){12,18})(?![\w-]|\.\d)")
+#: a digit run not inside a longer grouped number (the digits of a spaced IBAN are not a card).
+_CARD_CANDIDATE = re.compile(r"(?<![\w.-])(?<!\d[ -])(\d(?:[ -]?\d){12,18})(?![\w-]|\.\d|[ -]\d)")
 #: issuer prefixes (IIN ranges) of the major networks: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro.
 _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6011|65|64[4-9]|35|30[0-5]|36|38|62|50|5[6-8]|6[37])")
 _IBAN = re.compile(r"(?<![\w])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![\w])")
@@ -161,7 +163,7 @@ def _phones(text: str) -> Iterable[Finding]:
         n = sum(c.isdigit() for c in raw)
         if not 7 <= n <= 15 or _DATE_LIKE.match(raw) or raw.count("(") != raw.count(")"):
             continue
-        laid_out = any(p.fullmatch(raw) for p in _PHONE_LAYOUTS)
+        laid_out = any(p.fullmatch(raw) and n >= least for p, least in _PHONE_LAYOUTS)
         bare = re.fullmatch(r"\d{3}[\s.-]?\d{4}|\d{10,11}", raw) is not None
         if laid_out or (bare and _PHONE_CONTEXT.search(text[max(0, start - 40) : start])):
             yield Finding("pii", "phone", start, start + len(raw), raw)
@@ -178,11 +180,12 @@ def _ssns(text: str) -> Iterable[Finding]:
         yield _finding("pii", "ssn", m)
 
 
-#: PII detectors in priority order (a card beats the phone number its digits also look like).
+#: PII detectors in priority order (an IBAN beats the card its digits may contain, a card
+#: beats the phone number its digits also look like).
 PII_DETECTORS: dict[str, Callable[[str], Iterable[Finding]]] = {
     "email": _emails,
-    "card": _cards,
     "iban": _ibans,
+    "card": _cards,
     "ssn": _ssns,
     "phone": _phones,
 }
