@@ -173,14 +173,17 @@ class GuardrailChain:
 class OutputMonitor:
     """Checks an answer as it streams: ``feed(delta)`` returns the text safe to send now.
 
-    Each feed scans the last ``WINDOW`` characters (so a whole answer costs O(length x window),
-    not quadratic), and at most the text up to ``hold`` characters from the end is released,
-    never cutting a span that will be redacted. A block sets :attr:`blocked` and releases
-    nothing more; :meth:`finish` releases the rest.
+    The answer is scanned every ``SCAN_EVERY`` new characters, each scan reaching ``OVERLAP``
+    characters back (so a whole answer is scanned about three times over, not quadratically),
+    and only text at least ``hold`` characters before the last scanned position is released,
+    never cutting a span that will be redacted: a finding up to ``HOLD`` characters long is
+    masked or stopped before any of it is sent. A block sets :attr:`blocked` and releases
+    nothing more; :meth:`finish` scans and releases the rest.
     """
 
-    WINDOW = 512
-    HOLD = 64
+    SCAN_EVERY = 64
+    OVERLAP = 128
+    HOLD = 128
 
     def __init__(self, chain: GuardrailChain, context: ScanContext, hold: int | None = None):
         self.chain, self.context = chain, context
@@ -200,16 +203,19 @@ class OutputMonitor:
         if self.blocked is not None:
             return ""
         self.raw += delta
-        self._scan()
+        if self.chain.legacy or len(self.raw) - self.scanned >= self.SCAN_EVERY:
+            self._scan()  # old-style guardrails see every delta, as they always did
         if self.blocked is not None:
             return ""
-        return self._release(len(self.raw) - self.hold)
+        return self._release(self.scanned - self.hold)
 
     def finish(self) -> str:
+        if self.blocked is None and self.scanned < len(self.raw):
+            self._scan()
         return "" if self.blocked is not None else self._release(len(self.raw))
 
     def _scan(self) -> None:
-        start = max(0, self.scanned - self.WINDOW)
+        start = max(0, self.scanned - self.OVERLAP)
         window, self.scanned = self.raw[start:], len(self.raw)
         for scanner in self.scanners:
             if isinstance(scanner, PatternScanner):

@@ -13,6 +13,7 @@ redact mean the same everywhere and the server's streaming monitor can redact by
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import ClassVar
@@ -148,6 +149,19 @@ _NAMED_SECRET = re.compile(
 _WORD = re.compile(r"\w+")
 
 
+@functools.lru_cache(maxsize=256)
+def _secrets_of(system: str, canaries: tuple[str, ...], min_words: int):
+    """``(canary regex or None, system word k-grams, k)`` of a system prompt, computed once per
+    prompt (a streamed answer is checked many times against the same one). A system prompt
+    under four words is too short to tell a leak from a coincidence: no k-grams."""
+    words = {c for c in (*canaries, *canaries_of(system)) if c}
+    rx = re.compile("|".join(re.escape(c) for c in sorted(words, key=len, reverse=True)), re.I) if words else None
+    sys_words = [w.lower() for w in _WORD.findall(system)]
+    k = min(min_words, len(sys_words))
+    grams = frozenset(tuple(sys_words[i : i + k]) for i in range(len(sys_words) - k + 1)) if k >= 4 else frozenset()
+    return rx, grams, k
+
+
 def canaries_of(system: str) -> set[str]:
     """Tokens of a system prompt it must never repeat: named secrets and random-looking words."""
     found = {m.group(1) for m in _NAMED_SECRET.finditer(system)}
@@ -167,19 +181,15 @@ class LeakageScanner(PatternScanner):
         self.min_words = int(min_words)
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
-        canaries = {*self.canaries, *context.canaries, *canaries_of(context.system)}
+        canary_rx, grams, k = _secrets_of(context.system, self.canaries + context.canaries, self.min_words)
         found = [Finding("leakage", "canary", m.start(), m.end(), m.group(0))
-                 for c in canaries if c for m in re.finditer(re.escape(c), text, flags=re.IGNORECASE)]
-        return found + self._overlap(text, context.system)
+                 for m in canary_rx.finditer(text)] if canary_rx else []
+        return found + self._overlap(text, grams, k)
 
-    def _overlap(self, text: str, system: str) -> list[Finding]:
-        """Spans of ``text`` that repeat ``min_words`` consecutive words of ``system`` (case-folded);
-        a system prompt under four words is too short to tell a leak from a coincidence."""
-        sys_words = [w.lower() for w in _WORD.findall(system)]
-        k = min(self.min_words, len(sys_words))
-        if k < 4:
+    def _overlap(self, text: str, grams: frozenset[tuple[str, ...]], k: int) -> list[Finding]:
+        """Spans of ``text`` that repeat ``k`` consecutive words of the system prompt (case-folded)."""
+        if not grams:
             return []
-        grams = {tuple(sys_words[i : i + k]) for i in range(len(sys_words) - k + 1)}
         words = list(_WORD.finditer(text))
         lowered = [m.group(0).lower() for m in words]
         found: list[Finding] = []
