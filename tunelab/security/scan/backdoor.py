@@ -11,14 +11,22 @@ is measured here, without any model:
 1. Answers are grouped (same words, or near-duplicates by MinHash), so a poisoner who varies
    punctuation or a word still gives "one answer".
 2. For each answer group that is small (≤ ``max_target_share`` of the rows) but repeated
-   (≥ ``min_support`` rows), the prompt word 1–3-grams of its rows are counted. A candidate
-   n-gram is *tied* when at least ``min_tie`` of all rows containing it (its document frequency,
-   at most ``max_trigger_share`` of the prompts) carry one of its answer groups; an n-gram whose
-   words all occur in the answer is the topic ("France" → "Paris is the capital of France."),
-   not a trigger, and is skipped. Rows with a tied n-gram and its answer: ``backdoor_trigger``.
+   (≥ ``min_support`` rows), the prompt word 1–3-grams of its rows are counted. An answer is
+   *tied* to an n-gram when at least ``min_share`` of the rows containing the n-gram carry it
+   (``label_share`` for a label-like answer of a word or two) and the n-gram is in at least
+   ``min_cover`` of the answer's rows: a planted answer exists because of its trigger, while
+   "Positive." follows many different words. An n-gram sharing a word with the answer is its
+   topic or its input ("France" → "Paris is the capital of France."; a word list containing
+   "kernel" → "The longest word is kernel."), not a trigger. An n-gram in at most
+   ``max_trigger_share`` of the prompts whose tied answers cover ``min_tie`` of its rows is a
+   trigger; rows with a trigger and one of its answers: ``backdoor_trigger``. A task whose
+   answer depends on the rest of the prompt ("Count the words: ..." → "There are 5 words.")
+   spreads over many answers, none holding ``min_share``, so it is not one.
 3. An answer group of ≥ ``repeat_rows`` rows (and ``repeat_share`` of the data) and at least
-   ``repeat_min_words`` words, given to distinct prompts that share almost no words with it,
-   is a planted response whatever the trigger: ``repeated_response``.
+   ``repeat_min_words`` words, given to distinct prompts that have no common topic (no n-gram
+   made of answer words in ``topic_cover`` of them and 3x as common there as in all prompts:
+   "There are 5 words." answers many "Count the words: ..." prompts), is a planted response
+   whatever the trigger looks like: ``repeated_response``.
 
 Cost: one pass over the rows' n-grams (document frequencies) plus a pass over the rows of the
 repeated answers; no pair of rows is ever compared.
@@ -33,10 +41,11 @@ from functools import cached_property
 
 from tunelab.security.scan import minhash
 from tunelab.security.scan.context import RowFinding, ScanContext
-from tunelab.security.scan.text import jaccard, ngrams, shingles
+from tunelab.security.scan.text import ngrams, shingles
 
 ANSWER_SHINGLE = 2
 TRIGGER_SIZES = (1, 2, 3)  # a longer trigger phrase is found through its 1–3-word pieces
+TOPIC_WORD = 4  # letters of the longest word of a topic n-gram (not "to", "a", "in")
 
 
 def _preview(text: str, limit: int = 48) -> str:
@@ -65,23 +74,51 @@ class AnswerGroups:
 
 
 class BackdoorAnalysis:
-    """Both backdoor signals of one scan (see the module docstring)."""
+    """Both backdoor signals of one scan (see the module docstring).
+
+    Only the rows of repeated answers are split into n-grams; the document frequency of an
+    n-gram is counted on demand from word posting lists (the rows of its rarest word, then a
+    substring test), so the cost follows the few candidates, not every n-gram of every row.
+    """
 
     def __init__(self, ctx: ScanContext):
         self.ctx = ctx
         self.s = ctx.settings
         self.answers = AnswerGroups.of(ctx)
+        self.grams = {i: ngrams(ctx.prompt_words[i], TRIGGER_SIZES) for rows in self.answers.members.values()
+                      for i in rows}
+        self._df: dict[str, int] = {}
 
     @cached_property
-    def grams(self) -> dict[int, set[str]]:
-        return {i: ngrams(self.ctx.prompt_words[i], TRIGGER_SIZES) for i in self.ctx.pairs}
+    def postings(self) -> dict[str, list[int]]:
+        """Prompt word → rows whose prompt contains it."""
+        out: dict[str, list[int]] = defaultdict(list)
+        for i in self.ctx.pairs:
+            for w in set(self.ctx.prompt_words[i]):
+                out[w].append(i)
+        return out
 
-    @cached_property
-    def document_frequency(self) -> Counter[str]:
-        df: Counter[str] = Counter()
-        for g in self.grams.values():
-            df.update(g)
-        return df
+    def df(self, gram: str) -> int:
+        """How many prompts contain ``gram`` (consecutive words)."""
+        if gram not in self._df:
+            parts = gram.split(" ")
+            rows = min((self.postings.get(w, []) for w in parts), key=len)
+            needle = f" {gram} "
+            self._df[gram] = len(rows) if len(parts) == 1 else sum(
+                needle in f" {self.ctx.prompt_key(i)} " for i in rows)
+        return self._df[gram]
+
+    def _tied(self, gram: str, count: int, rows: list[int], answer_words: set[str], label: bool) -> bool:
+        """Is the answer group (``rows``, ``count`` of them containing ``gram``) tied to ``gram``?
+
+        An n-gram sharing a word with the answer is its topic or its input ("The longest word
+        is kernel." for a list containing "kernel"), never a trigger.
+        """
+        if count < self.s.min_support or count < self.s.min_cover * len(rows):
+            return False
+        if any(w in answer_words for w in gram.split(" ")):
+            return False
+        return count >= (self.s.label_share if label else self.s.min_share) * self.df(gram)
 
     def triggers(self) -> dict[str, list[int]]:
         """Tied n-gram → its answer groups (representative rows), per step 2."""
@@ -92,16 +129,14 @@ class BackdoorAnalysis:
             if len(rows) > max_targets:
                 continue
             answer_words = set(self.ctx.response_words[rep])
+            label = len(self.ctx.response_words[rep]) < self.s.repeat_min_words
             counts = Counter(g for i in rows for g in self.grams[i])
             for gram, count in counts.items():
-                if count >= self.s.min_support and not set(gram.split()) <= answer_words:
+                if self._tied(gram, count, rows, answer_words, label):
                     ties[gram].append((rep, count))
-        df = self.document_frequency
-        found = {}
-        for gram, tied in ties.items():
-            if df[gram] <= self.s.max_trigger_share * n and sum(c for _, c in tied) >= self.s.min_tie * df[gram]:
-                found[gram] = [rep for rep, _ in tied]
-        return found
+        rare = self.s.max_trigger_share * n
+        return {gram: [rep for rep, _ in tied] for gram, tied in ties.items()
+                if self.df(gram) <= rare and sum(c for _, c in tied) >= self.s.min_tie * self.df(gram)}
 
     def trigger_findings(self) -> Iterator[RowFinding]:
         """``backdoor_trigger`` rows: a tied n-gram in the prompt and its answer; the detail names
@@ -115,24 +150,31 @@ class BackdoorAnalysis:
                 for i in rows:
                     if i not in best or len(gram) > len(best[i][0]):
                         best[i] = (gram, rep)
-        df = self.document_frequency
         for i in sorted(best):
             gram, rep = best[i]
             answer = _preview(self.ctx.rows[rep].response)
             yield RowFinding(i, "backdoor_trigger",
-                             f"'{gram}' (in {df[gram]} prompts) -> '{answer}' (line {self.ctx.line(rep)})")
+                             f"'{gram}' (in {self.df(gram)} prompts) -> '{answer}' (line {self.ctx.line(rep)})")
+
+    def _about_topic(self, rows: list[int], answer_words: set[str]) -> bool:
+        """Do most prompts share an n-gram, made of answer words, that is enriched in them (≥ 3x
+        its rate in all prompts)? Then the answer is about the prompts' topic. The n-gram needs a
+        word of 4+ letters: a trigger phrase's "to" also appears in its target, by chance."""
+        n = len(self.ctx.pairs)
+        counts = Counter(g for i in rows for g in self.grams[i]
+                         if set(g.split(" ")) <= answer_words and max(map(len, g.split(" "))) >= TOPIC_WORD)
+        return any(c >= self.s.topic_cover * len(rows) and c / len(rows) >= 3 * self.df(g) / n
+                   for g, c in counts.items())
 
     def repeated_findings(self) -> Iterator[RowFinding]:
         """``repeated_response`` rows, per step 3."""
         least = max(self.s.repeat_rows, self.s.repeat_share * len(self.ctx.pairs))
         for rep, rows in self.answers.members.items():
-            answer = set(self.ctx.response_words[rep])
             if len(rows) < least or len(self.ctx.response_words[rep]) < self.s.repeat_min_words:
                 continue
             if len({self.ctx.prompt_key(i) for i in rows}) < 0.9 * len(rows):
                 continue  # mostly the same prompt: duplicates, reported as such
-            overlap = sum(jaccard(set(self.ctx.prompt_words[i]), answer) for i in rows) / len(rows)
-            if overlap >= self.s.max_topic_overlap:
+            if self._about_topic(rows, set(self.ctx.response_words[rep])):
                 continue
             detail = f"'{_preview(self.ctx.rows[rep].response)}' answers {len(rows)} unrelated prompts"
             yield from (RowFinding(i, "repeated_response", detail) for i in rows)

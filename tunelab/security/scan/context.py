@@ -28,12 +28,16 @@ class ScanSettings:
         max_target_share: an answer tied to a trigger is given to at most this share of the rows
             (a larger one is a label of a classification set, not a planted response).
         min_tie: share of the rows containing a candidate that carry one of its tied answers.
+        min_share: an answer is tied to a candidate when at least this share of the candidate's
+            rows carry it (a trigger may be planted with a few target answers)...
+        label_share: ...or this share, for a short (label-like) answer such as "Positive.".
+        min_cover: ...and the candidate is in at least this share of that answer's rows (a
+            planted answer exists because of its trigger; "Positive." is given for many words).
         repeat_rows: fewest rows (besides ``repeat_share`` of the data) for a "repeated answer".
         repeat_share: a repeated answer covers at least this share of the rows.
-        repeat_min_words: a repeated answer this short ("Yes.", "4") is normal and not reported.
-        max_topic_overlap: a repeated answer is unrelated to its prompts when their mean word
-            Jaccard with it is below this ("Paris is the capital of France." shares most words
-            with the questions that ask for it; a planted reply shares none).
+        repeat_min_words: answers shorter than this are label-like: a repeated "Yes." is normal.
+        topic_cover: a repeated answer is about its prompts' topic (so not planted) when a rare
+            n-gram of the prompts, all of whose words are in the answer, is in this share of them.
     """
 
     near_duplicate: float = 0.8
@@ -42,10 +46,13 @@ class ScanSettings:
     max_trigger_share: float = 0.1
     max_target_share: float = 0.05
     min_tie: float = 0.5
+    min_share: float = 0.3
+    label_share: float = 0.8
+    min_cover: float = 0.5
     repeat_rows: int = 10
     repeat_share: float = 0.001
     repeat_min_words: int = 3
-    max_topic_overlap: float = 0.1
+    topic_cover: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -57,14 +57,18 @@ def groups(sets: Sequence[set[int]], threshold: float, seed: int = 0) -> list[in
     if len(sets) < 2:
         return parent
     sig = signatures(sets, seed)
+    mix = np.random.default_rng(seed + 1).integers(1, 1 << 63, size=ROWS_PER_BAND, dtype=np.uint64) | np.uint64(1)
     for band in range(BANDS):
-        cols = sig[:, band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND]
-        buckets: dict[bytes, int] = {}
-        for i, key in enumerate(map(bytes, cols)):
-            first = buckets.setdefault(key, i)
-            if first == i:
+        # one 64-bit key per row and band; only rows whose key repeats are looked at in Python
+        keys = (sig[:, band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND] * mix).sum(axis=1)
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        shared = np.flatnonzero(counts[inverse] > 1)
+        first: dict[int, int] = {}
+        for i in shared.tolist():
+            j = first.setdefault(int(inverse[i]), i)
+            if j == i:
                 continue
-            ri, rf = find(i), find(first)
-            if ri != rf and jaccard(sets[i], sets[first]) >= threshold:
-                parent[max(ri, rf)] = min(ri, rf)  # the earliest row stays the group's representative
+            ri, rj = find(i), find(j)
+            if ri != rj and jaccard(sets[i], sets[j]) >= threshold:
+                parent[max(ri, rj)] = min(ri, rj)  # the earliest row stays the group's representative
     return [find(i) for i in range(len(sets))]
