@@ -109,12 +109,14 @@ def register(app: typer.Typer) -> None:
     ):
         """Detected format, token-length statistics, truncation and one rendered example."""
         from tunelab.data import inspect_data
+        from tunelab.security.scan.preflight import print_preflight
 
         args = data_args(path=str(file), template=template, format=format, max_length=max_length,
                          columns=parse_columns(column), system_prompt=system_prompt, skip_invalid=skip_invalid)
         result = inspect_data(args.path, tokenizer_for(model), args.template, args.format, args.max_length,
                               args.columns, args.system_prompt, args.skip_invalid, sample)
         print_inspection(result)
+        print_preflight(args.path, args.format, args.columns)
 
     @data_app.command("prepare")
     def prepare_cmd(

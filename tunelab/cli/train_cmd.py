@@ -17,8 +17,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Fine-tune or align a model. Extra arguments are overrides: training.max_steps=50 adapter.r=8."""
         from tunelab.config import load_config
+        from tunelab.security.scan.preflight import print_preflight
         from tunelab.train.loop import train
         from tunelab.train.report import print_result
 
         cfg = load_config(config, list(ctx.args))
+        print_preflight(cfg.data.path, cfg.data.format, cfg.data.columns)
         print_result(train(cfg, resume=resume, force=force))

@@ -41,3 +41,14 @@ def preflight_line(path: str | Path | None, format: str = "auto", columns: dict[
         fmt = f" --format {format}" if format != "auto" else ""
         line += f"; list them with: tunelab scan {shlex.quote(str(path))}{fmt}{flags}"
     return line
+
+
+def print_preflight(path: str | Path | None, format: str = "auto", columns: dict[str, str] | None = None) -> None:
+    """Print :func:`preflight_line` (if anything was scanned) through the console."""
+    from rich.markup import escape
+
+    from tunelab.utils.log import console
+
+    line = preflight_line(path, format, columns)
+    if line is not None:
+        console.print(escape(line), highlight=False)
