@@ -47,6 +47,7 @@ class PatternScanner:
     default_action: ClassVar[Action]
     what: ClassVar[str]  # how a finding is described in a reason ("an instruction-override phrase")
     roles: ClassVar[tuple[str, ...]] = UNTRUSTED_ROLES
+    label: ClassVar[str | None] = None  # what replaces a redacted span; None: the finding's kind, "[EMAIL]"
 
     def __init__(self, action: Action | None = None):
         self.action: Action = action or self.default_action
@@ -55,7 +56,7 @@ class PatternScanner:
         raise NotImplementedError
 
     def mask(self, finding: Finding) -> str:
-        return f"[{finding.kind.upper()}]"
+        return self.label if self.label is not None else f"[{finding.kind.upper()}]"
 
     def applies_to(self, role: str) -> bool:
         return self.stage == "output" or role in self.roles
@@ -83,14 +84,10 @@ class PatternScanner:
 class InjectionScanner(PatternScanner):
     name, stage, code, default_action = "injection", "input", "prompt_injection", "block"
     description = "instruction-override phrases in user text ('ignore all previous instructions', 'you are now DAN')"
-    what = "an instruction-override phrase"
+    what, label = "an instruction-override phrase", "[REDACTED]"
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
         return find_injection(text)
-
-    def mask(self, finding: Finding) -> str:
-        return "[REDACTED]"
-
 
 @GUARDRAILS.register("special_tokens", aliases=["special-tokens", "role_markers"])
 class SpecialTokenScanner(PatternScanner):
@@ -110,7 +107,7 @@ class SpecialTokenScanner(PatternScanner):
 class EncodedScanner(PatternScanner):
     name, stage, code, default_action = "encoded", "input", "encoded_payload", "block"
     description = "base64 / hex / rot13 payloads that decode to an injection phrase or a control string"
-    what = "an encoded payload hiding instructions"
+    what, label = "an encoded payload hiding instructions", "[ENCODED]"
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
         # a readable base64 string alone is ordinary ("decode SGVsbG8="); one that smuggles an
@@ -118,15 +115,11 @@ class EncodedScanner(PatternScanner):
         return [f for f in find_encoded(text) if f.kind == "rot13" or (
             f.decoded and (find_injection(f.decoded) or find_special_tokens(f.decoded, context.special_tokens)))]
 
-    def mask(self, finding: Finding) -> str:
-        return "[ENCODED]"
-
-
 @GUARDRAILS.register("length")
 class LengthScanner(PatternScanner):
     name, stage, code, default_action = "length", "input", "input_too_long", "block"
     description = "messages longer than max_chars (default 16000); redact truncates them"
-    what = "a message over the length limit"
+    what, label = "a message over the length limit", ""
 
     def __init__(self, action: Action | None = None, max_chars: int = 16_000):
         super().__init__(action)
@@ -136,9 +129,6 @@ class LengthScanner(PatternScanner):
         if len(text) <= self.max_chars:
             return []
         return [Finding("length", f"{len(text)}>{self.max_chars}", self.max_chars, len(text), "")]
-
-    def mask(self, finding: Finding) -> str:
-        return ""
 
 
 #: a secret the system prompt names: "the canary is ZX-1", "password: hunter2".
@@ -173,7 +163,7 @@ def canaries_of(system: str) -> set[str]:
 class LeakageScanner(PatternScanner):
     name, stage, code, default_action = "leakage", "output", "system_prompt_leak", "block"
     description = "the answer repeats a canary token or min_words (8) consecutive words of the system prompt"
-    what = "a leak of the system prompt or a canary"
+    what, label = "a leak of the system prompt or a canary", "[REDACTED]"
 
     def __init__(self, action: Action | None = None, canaries: Iterable[str] = (), min_words: int = 8):
         super().__init__(action)
@@ -200,10 +190,6 @@ class LeakageScanner(PatternScanner):
                     start = found.pop().start
                 found.append(Finding("leakage", "system_prompt", start, end, text[start:end]))
         return found
-
-    def mask(self, finding: Finding) -> str:
-        return "[REDACTED]"
-
 
 @GUARDRAILS.register("secrets")
 class SecretScanner(PatternScanner):
