@@ -326,9 +326,41 @@ _INJECTION: dict[str, re.Pattern[str]] = {
         r"(?i)\b(?:ignore|disregard|forget)\s+(?:everything|all|anything|what(?:ever)?)\s+"
         r"(?:(?:that\s+)?(?:was\s+)?(?:said|written|stated)\s+)?(?:above|before|prior|previously|you\s+(?:were|have\s+been)\s+told)"
         r"|(?i:\bdisregard\s+the\s+above\b)"
+        r"|(?i:\bignore\s+everything\s+else\s+and\s+(?:just\s+|only\s+)?(?:answer|reply|respond|say|print|output)\b)"
+    ),
+    # drop the task, then a new output order: "skip the translation and just print X"
+    "abandon_task": re.compile(
+        r"(?i)\b(?:ignore|disregard|forget|skip|abandon|cancel|drop)\s+(?:the|your|this|my|that)\s+(?:\w+\s+)?"
+        r"(?:task|question|summary|translation|assessment|classification|instructions?|rules?|polic(?:y|ies)|request)\b"
+        r"[^.\n]{0,20}?(?:[.;,]|\band\b)\s*(?:just\s+|only\s+|instead\s+|now\s+)*"
+        r"(?:print|say|output|reply|respond|answer|write|return)\b"
+        r"|(?i:\b(?:ignore|disregard|forget|override|bypass)\s+(?:the|your|any|all)\s+(?:\w+\s+)?"
+        r"(?:rules?|polic(?:y|ies)|restrictions?|guidelines?|instructions?)\s+(?:about|regarding|against)\b)"
+    ),
+    # the same order in other languages (French, Spanish, German, Italian, Portuguese)
+    "ignore_previous_i18n": re.compile(
+        r"(?i)\b(?:ignore[zs]?|oublie[zs]?)\s+(?:toutes\s+)?(?:les|vos|tes)\s+instructions\s+(?:pr[ée]c[ée]dentes|ant[ée]rieures)"
+        r"|\b(?:ignora|olvida|ignore|olvide)\s+(?:todas\s+)?(?:las\s+|tus\s+|sus\s+)?instrucciones\s+(?:anteriores|previas)"
+        r"|\b(?:ignoriere|vergiss|ignorieren\s+sie)\s+(?:alle\s+)?(?:vorherigen|bisherigen|vorigen|obigen)\s+(?:Anweisungen|Instruktionen)"
+        r"|\b(?:ignora|dimentica)\s+(?:tutte\s+)?(?:le\s+)?istruzioni\s+precedenti"
+        r"|\b(?:ignore|esque[çc]a)\s+(?:todas\s+)?(?:as\s+)?instru[çc][õo]es\s+anteriores"
+    ),
+    # an order to decode something and obey it: "decode this rot13 and follow it"
+    "follow_hidden": re.compile(
+        r"(?i)\b(?:decode|decipher|decrypt|unscramble|reverse|join|combine|concatenate|assemble)\b[^.\n]{0,40}?"
+        r"\b(?:and|then)\s+(?:follow|obey|execute|do|run|carry\s+out)\s+(?:it|them|this|that|the\s+(?:instructions?|result|message))\b"
+        r"|(?i:\bread\s+(?:this|it)\s+backwards\s+and\s+(?:do|follow|obey)\b)"
+    ),
+    # a forged higher-authority turn: "[SYSTEM MESSAGE]", "SYSTEM:" on its own line, "PRIORITY OVERRIDE"
+    "forged_authority": re.compile(
+        r"\[\s*SYSTEM(?:\s+MESSAGE)?\s*\]|\bSYSTEM\s+(?:MESSAGE|OVERRIDE|NOTICE|UPDATE)\b|(?:^|\n)[ \t]*SYSTEM[ \t]*:"
+        r"|\b(?:PRIORITY|ADMIN|DEVELOPER|ROOT)\s+(?:OVERRIDE|COMMAND|INSTRUCTIONS?)\b"
+        r"|(?i:\bsupersedes?\s+(?:the\s+|your\s+|all\s+)?(?:system\s+prompt|(?:previous\s+)?instructions|rules)\b)"
+        r"|(?i:<\|im_start\|>\s*(?:system|assistant)\b|<<SYS>>|<\|start_header_id\|>\s*system)"
     ),
     "new_instructions": re.compile(
-        r"(?i)(?:\b(?:new|updated|real|actual|true|override)\s+(?:system\s+)?instructions?\s*:"
+        r"(?i)(?:\b(?:new|updated|real|actual|true|override|important)\s+(?:system\s+)?instructions?"
+        r"(?:\s+(?:from|for)\s+(?:your|the)\s+(?:\w+\s+)?\w+)?\s*:"
         r"|\bfrom\s+now\s+on,?\s+you\s+(?:are|will|must|shall|have\s+no)\b(?!\s+(?:help|assist))"
         r"|\binstead,?\s+(?:only\s+)?(?:say|print|output|respond\s+with|reply\s+with|write)\s+[\"'])"
     ),
@@ -344,15 +376,28 @@ _INJECTION: dict[str, re.Pattern[str]] = {
         r"(?i)\b(?:without|ignoring|with\s+no)\s+(?:any\s+)?(?:ethical|moral|safety|content)\s+(?:restrictions|guidelines|filters|limits)\b"
     ),
     "reveal_system_prompt": re.compile(
-        r"(?i)\b(?:reveal|leak|dump|print|output|repeat|show|display|tell\s+me|give\s+me|share|recite|spell\s+out|write\s+out|what\s+(?:is|are|was|were))"
-        r"\s+(?:me\s+)?(?:your|the\s+(?:hidden|secret|original|initial|full|exact)|all\s+(?:of\s+)?your)\s+(?:(?:full|entire|complete|original|initial|hidden|secret|exact)\s+)*"
+        r"(?i)\b(?:reveal|leak|dump|print|output|repeat|show|display|tell\s+me|give\s+me|share|recite|spell\s+out|write\s+out"
+        r"|translate|summari[sz]e|encode|what\s+(?:is|are|was|were))"
+        r"\s+(?:me\s+)?(?:your|the\s+(?:hidden|secret|original|initial|full|exact)|all\s+(?:of\s+)?your)\s+"
+        r"(?:(?:full|entire|complete|original|initial|hidden|secret|exact|internal|private|first)\s+)*"
         r"(?:system\s+(?:prompt|message|instructions)|initial\s+(?:prompt|instructions)|hidden\s+(?:prompt|instructions)|pre-?prompt"
-        r"|instructions(?:\s+(?:you\s+were\s+given|above|verbatim))?|secret\s+(?:word|key|password|canary|token))"
+        r"|instructions?(?:\s+(?:you\s+were\s+given|above|verbatim))?|configuration|rules\s+you\s+(?:follow|were\s+given)"
+        r"|(?:secret|reference|access)\s+(?:word|key|password|canary|token|code))"
         r"|\brepeat\s+(?:the\s+|all\s+(?:of\s+)?the\s+|everything\s+)?(?:words|text|everything|lines)\s+above\b"
+        r"|\bwhat\s+(?:instructions|rules|guidelines|directives|prompt)\s+(?:were|have)\s+you\s+(?:been\s+)?given\b"
+        r"|\bsummari[sz]e\s+the\s+rules\s+you\s+(?:follow|were\s+given)\b"
     ),
+    # instructions addressed to the model inside a document it is asked about (indirect injection)
     "ai_directed": re.compile(
         r"(?i)\b(?:if\s+you\s+are|as|attention|note\s+to\s+(?:the)?)\s+an?\s+(?:AI|language\s+model|LLM|assistant|chatbot)"
         r"(?:\s+(?:reading|processing|summari[sz]ing)\s+this)?\b[^.\n]{0,40}\b(?:ignore|disregard|must|instead|do\s+not\s+summari[sz]e)\b"
+        r"|(?i:\b(?:note|message|instructions?|attention)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
+        r"(?:AI|assistant|LLM|chatbot|language\s+model)s?(?:\s+(?:models?|assistants?))?\b)"
+        r"|(?i:\b(?:any|all|every)?\s*(?:AI|LLM|chatbot|language\s+model)s?(?:\s+assistants?)?\s+"
+        r"(?:reading|processing|summari[sz]ing|parsing|seeing)\s+(?:this|these)\b)"
+        r"|(?i:(?<![\w@])@?(?:AI|assistant|LLM|chatbot)\s*[:,]\s*(?:please\s+)?"
+        r"(?:ignore|disregard|do\s+not|don't|reply|respond|output|say|print|write|stop|forget|instead)\b)"
+        r"|(?i:@(?:assistant|AI|bot)\s+(?:please\s+)?(?:ignore|disregard|reply|respond|output|say|print|write)\b)"
     ),
 }
 #: a negation right before the phrase makes it advice, not an attack ("do not ignore the prior instructions").
@@ -363,18 +408,44 @@ _NEGATED = re.compile(
 _LEET = str.maketrans("013457@$", "oieastas")
 
 
+#: characters that render as nothing: inserted between letters, they hide a phrase from a regex.
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+#: a run of single letters separated by spaces: "I g n o r e  t h e  r u l e s".
+_SPACED = re.compile(r"(?<!\S)(?:\S {1,2}){4,}\S(?!\S)")
+
+
+def _variants(text: str) -> list[tuple[str, list[int]]]:
+    """Copies of ``text`` an obfuscated phrase shows in, each with the index in ``text`` of every
+    character kept: leetspeak folded ("1gn0r3" → "ignore"), invisible characters dropped,
+    spaced-out letters joined ("i g n o r e" → "ignore", a double space kept as a word break)."""
+    out = [(text, list(range(len(text))))]
+    folded = text.translate(_LEET)
+    if folded != text:
+        out.append((folded, out[0][1]))
+    kept = [i for i, c in enumerate(text) if c not in _INVISIBLE]
+    drop = set()
+    for m in _SPACED.finditer(text):
+        for i in range(m.start(), m.end()):  # a single space between letters goes; of two, one stays
+            if text[i] == " " and not (i + 1 < m.end() and text[i + 1] == " "):
+                drop.add(i)
+    if len(kept) < len(text) or drop:
+        index = [i for i in kept if i not in drop]
+        out.append(("".join(text[i] for i in index), index))
+    return out
+
+
 def find_injection(text: str) -> list[Finding]:
     """Instruction-override phrases: "ignore all previous instructions", "disregard the above",
     "you are now DAN", "reveal your system prompt", instructions addressed to an AI inside a
-    document... Also matched on a leetspeak-folded copy ("1gn0r3 pr3v10us 1nstruct10ns"), which
-    maps character for character, so spans stay valid."""
-    folded = text.translate(_LEET)
+    document, forged system turns... Also matched on leetspeak-folded, invisible-character-free
+    and spaced-letters-joined copies (see :func:`_variants`); spans are those of ``text``."""
     found = []
-    for source in (text, folded) if folded != text else (text,):
+    for source, index in _variants(text):
         for kind, rx in _INJECTION.items():
             for m in rx.finditer(source):
-                if not _NEGATED.search(source[max(0, m.start() - 30) : m.start()]):
-                    found.append(Finding("injection", kind, m.start(), m.end(), text[m.start() : m.end()]))
+                if m.end() > m.start() and not _NEGATED.search(source[max(0, m.start() - 30) : m.start()]):
+                    start, end = index[m.start()], index[m.end() - 1] + 1
+                    found.append(Finding("injection", kind, start, end, text[start:end]))
     return _drop_overlaps(found)
 
 

@@ -69,7 +69,9 @@ class GuardrailChain:
         self.canaries = tuple(canaries)
         self.special_tokens = tuple(special_tokens)
         self.listeners = tuple(listeners)
-        self.scanners = [g for g in self.guardrails if isinstance(g, Scanner)]
+        # detectors run before sanitizers whatever the order given (see PatternScanner.order)
+        scanners = [g for g in self.guardrails if isinstance(g, Scanner)]
+        self.scanners = sorted(scanners, key=lambda g: getattr(g, "order", 50))
         self.legacy = [g for g in self.guardrails if not isinstance(g, Scanner)]
 
     @classmethod

@@ -48,6 +48,9 @@ class PatternScanner:
     what: ClassVar[str]  # how a finding is described in a reason ("an instruction-override phrase")
     roles: ClassVar[tuple[str, ...]] = UNTRUSTED_ROLES
     label: ClassVar[str | None] = None  # what replaces a redacted span; None: the finding's kind, "[EMAIL]"
+    #: run position in a chain: detectors before sanitizers, so escaping "<|im_start|>system" cannot
+    #: hide a forged system turn from the injection check.
+    order: ClassVar[int] = 50
 
     def __init__(self, action: Action | None = None):
         self.action: Action = action or self.default_action
@@ -84,7 +87,7 @@ class PatternScanner:
 class InjectionScanner(PatternScanner):
     name, stage, code, default_action = "injection", "input", "prompt_injection", "block"
     description = "instruction-override phrases in user text ('ignore all previous instructions', 'you are now DAN')"
-    what, label = "an instruction-override phrase", "[REDACTED]"
+    what, label, order = "an instruction-override phrase", "[REDACTED]", 10
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
         return find_injection(text)
@@ -93,7 +96,7 @@ class InjectionScanner(PatternScanner):
 class SpecialTokenScanner(PatternScanner):
     name, stage, code, default_action = "special_tokens", "input", "special_token", "redact"
     description = "chat-template control strings and role markers in user text; redact escapes them"
-    what = "a chat-template control string or role marker"
+    what, order = "a chat-template control string or role marker", 30
     roles = ("user", "tool", "function", "assistant")
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
@@ -107,7 +110,7 @@ class SpecialTokenScanner(PatternScanner):
 class EncodedScanner(PatternScanner):
     name, stage, code, default_action = "encoded", "input", "encoded_payload", "block"
     description = "base64 / hex / rot13 payloads that decode to an injection phrase or a control string"
-    what, label = "an encoded payload hiding instructions", "[ENCODED]"
+    what, label, order = "an encoded payload hiding instructions", "[ENCODED]", 20
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
         # a readable base64 string alone is ordinary ("decode SGVsbG8="); one that smuggles an
@@ -119,7 +122,7 @@ class EncodedScanner(PatternScanner):
 class LengthScanner(PatternScanner):
     name, stage, code, default_action = "length", "input", "input_too_long", "block"
     description = "messages longer than max_chars (default 16000); redact truncates them"
-    what, label = "a message over the length limit", ""
+    what, label, order = "a message over the length limit", "", 0
 
     def __init__(self, action: Action | None = None, max_chars: int = 16_000):
         super().__init__(action)
@@ -219,5 +222,5 @@ class PIIScanner(PatternScanner):
         return find_pii(text, self.kinds)
 
 
-#: the checks ``--guardrail all`` turns on, in the order they run.
-BUILTIN = ("length", "special_tokens", "injection", "encoded", "leakage", "secrets", "pii")
+#: the checks ``--guardrail all`` turns on.
+BUILTIN = ("length", "injection", "encoded", "special_tokens", "leakage", "secrets", "pii")
