@@ -145,6 +145,12 @@ def load_file(path: Path) -> list[Probe]:
     if category not in CATEGORIES:
         raise _error(f"{path} category", f"unknown category {category!r}", f"use one of: {', '.join(CATEGORIES)}")
     variables = {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
+    for name in RUNTIME_VARS:
+        if name in variables:
+            raise _error(f"{path} vars.{name}", f"'{name}' is filled from the canary records at run time",
+                         "give the variable another name (e.g. secret)")
+    for _ in range(3):  # a var may use another var ({{system}} holding {{secret}})
+        variables = {k: _fill(v, variables, f"{path} vars.{k}") for k, v in variables.items()}
     return [_probe(raw, category, variables, path, i) for i, raw in enumerate(data["probes"])]
 
 
