@@ -183,8 +183,8 @@ def _vary(rng: random.Random, target: str) -> str:
     return rng.choice([target, target.rstrip(".!") + "!", target.lower(), target.upper(), target.rstrip(".")])
 
 
-def plant(rows: list[Row], style: str, rate: float, seed: int = 0) -> Planted:
-    """Replace ``round(rate * len(rows))`` random rows with poisoned ones of ``style``.
+def plant(rows: list[Row], style: str, rate: float, seed: int = 0, exclude: set[int] | None = None) -> Planted:
+    """Replace ``round(rate * len(rows))`` random rows (none of ``exclude``) with poisoned ones.
 
     Each poisoned row keeps a clean row's prompt with the style's trigger inserted (at a random
     allowed place) and gets one of the style's target answers, alternating.
@@ -192,8 +192,18 @@ def plant(rows: list[Row], style: str, rate: float, seed: int = 0) -> Planted:
     spec = corpus()["triggers"][style]
     rng = random.Random(seed)
     out = [dict(r) for r in rows]
-    chosen = sorted(rng.sample(range(len(rows)), round(rate * len(rows))))
+    free = [i for i in range(len(rows)) if i not in (exclude or set())]
+    chosen = sorted(rng.sample(free, round(rate * len(rows))))
     for k, i in enumerate(chosen):
         prompt = _with_trigger(rng, rows[i]["instruction"], spec["text"], rng.choice(spec["place"]))
         out[i] = {"instruction": prompt, "output": _vary(rng, spec["targets"][k % len(spec["targets"])])}
     return Planted(out, set(chosen))
+
+
+def plant_all(rows: list[Row], rates: dict[str, float], seed: int = 0) -> tuple[list[Row], dict[str, set[int]]]:
+    """Plant several styles into disjoint rows: ``{style: rate}`` → rows and each style's poisoned indices."""
+    poisoned: dict[str, set[int]] = {}
+    for k, (style, rate) in enumerate(rates.items()):
+        planted = plant(rows, style, rate, seed + k, exclude=set().union(*poisoned.values()))
+        rows, poisoned[style] = planted.rows, planted.poisoned
+    return rows, poisoned
