@@ -59,6 +59,16 @@ class ModelArgs(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 when installed."
     )
+    allow_pickle: bool = Field(
+        False,
+        description="Load weights stored as pickles (pytorch_model.bin, adapter_model.bin, .pt), which can run "
+        "code when loaded. Off: safetensors only (see docs/security.md). CLI: --allow-pickle.",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the Python code a model folder ships (config.json auto_map). Off: only architectures "
+        "transformers itself implements load.",
+    )
 
 
 class AdapterArgs(Section):

@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from tunelab.models.safe_load import CLI_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("chat")
@@ -19,13 +21,16 @@ def register(app: typer.Typer) -> None:
         top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
         seed: int | None = typer.Option(None, "--seed", help="Seed for reproducible sampling."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Chat with a model or run: streams tokens; /reset, /system TEXT, /exit."""
         from tunelab.infer import SamplingParams, load_engine
         from tunelab.infer.chat import ChatSession, run_command
+        from tunelab.models.safe_load import pickle_allowed
         from tunelab.utils.log import console
 
-        engine = load_engine(target, {"adapter": adapter} if adapter else None, device=device)
+        with pickle_allowed(allow_pickle):
+            engine = load_engine(target, {"adapter": adapter} if adapter else None, device=device)
         model_id = "adapter" if adapter else engine.model_ids()[0]
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
         session = ChatSession(engine, model_id, params, system=system)

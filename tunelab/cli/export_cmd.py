@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tunelab.models.safe_load import CLI_HELP
+
 
 def _print_export(result) -> None:
     from tunelab.utils.log import console
@@ -54,21 +56,24 @@ def register(app: typer.Typer) -> None:
         verify: bool = typer.Option(False, "--verify", help="Compare the export(s) with the trained run."),
         prompts: Path = typer.Option(None, "--prompts", help="Verify prompts: .txt (one per line) or .jsonl."),
         max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Verify: greedy tokens per prompt."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Merge and export a run; --verify proves the export answers like the run (writes verify.json)."""
         from tunelab.errors import ConfigError
+        from tunelab.models.safe_load import pickle_allowed
 
         if fmt is None and not verify:
             raise ConfigError("tunelab export: give --format FORMAT, --verify, or both")
         target = out
-        if fmt is not None:
-            from tunelab.export import export
+        with pickle_allowed(allow_pickle):  # the run's base (and adapter) load inside export and verify
+            if fmt is not None:
+                from tunelab.export import export
 
-            result = export(run, fmt, out, quant=quant, dtype=dtype, modelfile=modelfile, overwrite=overwrite)
-            _print_export(result)
-            target = result.path
-        if verify:
-            from tunelab.export.verify import verify as run_verify
+                result = export(run, fmt, out, quant=quant, dtype=dtype, modelfile=modelfile, overwrite=overwrite)
+                _print_export(result)
+                target = result.path
+            if verify:
+                from tunelab.export.verify import verify as run_verify
 
-            report = run_verify(run, [target or run / "export"], prompts, max_new_tokens)
-            _print_report(report)
+                report = run_verify(run, [target or run / "export"], prompts, max_new_tokens)
+                _print_report(report)

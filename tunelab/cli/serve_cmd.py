@@ -7,6 +7,7 @@ import os
 import typer
 
 from tunelab.errors import ConfigError
+from tunelab.models.safe_load import CLI_HELP
 
 
 def parse_adapters(items: list[str]) -> dict[str, str]:
@@ -63,9 +64,11 @@ def register(app: typer.Typer) -> None:
         _list: bool = typer.Option(False, "--list-guardrails", is_eager=True, callback=list_guardrails,
                                    help="List the guardrails (stage, default action) and exit."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
         from tunelab.infer import Speculation, load_engine
+        from tunelab.models.safe_load import pickle_allowed
         from tunelab.security.guardrails import chain_from_cli
         from tunelab.serve import ServerSettings, create_app, run_server
         from tunelab.serve.bind import check_bind, is_loopback
@@ -79,7 +82,8 @@ def register(app: typer.Typer) -> None:
         settings = ServerSettings(api_key=key, max_queue=max_queue, max_tokens_limit=max_tokens_limit,
                                   max_body_bytes=max_body_bytes, max_prompts=max_prompts,
                                   max_request_tokens=max_request_tokens)
-        engine = load_engine(target, adapters, device=device, draft=draft, speculation=spec)
+        with pickle_allowed(allow_pickle):
+            engine = load_engine(target, adapters, device=device, draft=draft, speculation=spec)
         if key is None and not is_loopback(host):
             console.print(f"[yellow]warning:[/yellow] --insecure-no-auth: listening on {host} without --api-key: "
                           "anyone who can reach it can use the model")

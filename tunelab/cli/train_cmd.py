@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tunelab.models.safe_load import CLI_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -14,13 +16,16 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="YAML config (examples/*.yaml) or a run's config.yaml."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
         force: bool = typer.Option(False, "--force", help="Train even if the memory planner says it will not fit."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Fine-tune or align a model. Extra arguments are overrides: training.max_steps=50 adapter.r=8."""
         from tunelab.config import load_config
+        from tunelab.models.safe_load import pickle_allowed
         from tunelab.security.scan.preflight import print_preflight
         from tunelab.train.loop import train
         from tunelab.train.report import print_result
 
         cfg = load_config(config, list(ctx.args))
         print_preflight(cfg.data.path, cfg.data.format, cfg.data.columns)
-        print_result(train(cfg, resume=resume, force=force))
+        with pickle_allowed(allow_pickle):
+            print_result(train(cfg, resume=resume, force=force))

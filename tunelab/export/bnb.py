@@ -43,7 +43,8 @@ def quantize_folder(source: Path, out: Path, kind: str):
     quiet_third_party()
     device = default_device("auto")
     model = AutoModelForCausalLM.from_pretrained(
-        str(source), quantization_config=bnb_config(kind), device_map={"": device}, dtype=torch.float32
+        str(source), quantization_config=bnb_config(kind), device_map={"": device}, dtype=torch.float32,
+        use_safetensors=True,  # the merged folder tunelab just wrote: never fall back to a pickle
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -89,8 +89,9 @@ def _load_folder(target: Target) -> Target:
     from tunelab.models.merge import id_list
 
     kwargs = {"device_map": {"": "cpu"}} if target.kind == "bnb" else {"dtype": torch.float32}
+    kwargs |= {"use_safetensors": True, "trust_remote_code": False}  # exports are safetensors; never run their code
     target.model = AutoModelForCausalLM.from_pretrained(str(target.path), **kwargs).eval()
-    target.tokenizer = AutoTokenizer.from_pretrained(str(target.path))
+    target.tokenizer = AutoTokenizer.from_pretrained(str(target.path), trust_remote_code=False)
     try:
         target.eos_token_ids = id_list(GenerationConfig.from_pretrained(str(target.path)).eos_token_id)
     except OSError:

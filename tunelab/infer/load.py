@@ -20,6 +20,7 @@ from tunelab.errors import ServeError
 from tunelab.infer.cache import PrefixCache
 from tunelab.infer.engine import Engine
 from tunelab.infer.types import Speculation
+from tunelab.models.safe_load import check_weights_folder
 
 #: peft types that need per-request inputs besides the prompt (CPT's token type masks, multitask
 #: prompt tuning's task ids). Prompt and prefix tuning are served unmerged (tunelab.infer.virtual).
@@ -75,6 +76,7 @@ def attach_adapters(model, adapters: Mapping[str, str | Path], served: dict[str,
         if name in served:
             raise ServeError(f"--adapter {name}={path}: the name '{name}' is already served; pick another")
         folder = adapter_folder(path)
+        check_weights_folder(folder, f"--adapter {name}")  # peft would unpickle adapter_model.bin
         if hasattr(model, "load_adapter") and hasattr(model, "peft_config"):
             model.load_adapter(str(folder), adapter_name=name)
         else:

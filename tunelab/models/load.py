@@ -13,6 +13,7 @@ from pathlib import Path
 from tunelab.config import AdapterArgs, DataArgs, ModelArgs, RunConfig
 from tunelab.errors import CheckpointError, ModelError
 from tunelab.models.resolve import resolve_model
+from tunelab.models.safe_load import check_weights_folder
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -88,10 +89,10 @@ def _check_attn(impl: str) -> None:
             )
 
 
-def load_tokenizer(path: Path | str):
+def load_tokenizer(path: Path | str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # causal LMs often ship without a pad token
     return tokenizer
@@ -121,7 +122,12 @@ def load_model(
     device = default_device(device)
     _check_attn(model_args.attn_implementation)
     quant = quantization_config(model_args, device)
-    kwargs: dict = {"attn_implementation": model_args.attn_implementation}
+    safetensors = check_weights_folder(resolved.path, f"model '{model_args.name}'", allow=model_args.allow_pickle)
+    kwargs: dict = {
+        "attn_implementation": model_args.attn_implementation,
+        "use_safetensors": True if safetensors else None,  # None: transformers may fall back to the allowed pickle
+        "trust_remote_code": model_args.trust_remote_code,  # explicit False: never run a folder's own code
+    }
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}
@@ -134,7 +140,7 @@ def load_model(
         raise ModelError(f"could not load model '{model_args.name}' from {resolved.path}: {err}") from err
     if quant is None:
         model.to(device)
-    tokenizer = load_tokenizer(resolved.path)
+    tokenizer = load_tokenizer(resolved.path, trust_remote_code=model_args.trust_remote_code)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if for_training:
@@ -203,10 +209,11 @@ def load_run(
     if model_folder.is_dir():
         args = config.model.model_copy(update={"name": str(model_folder), "quantization": "none", "dtype": dtype})
         model, _ = load_model(args, device=device)
-        tokenizer = load_tokenizer(model_folder)
+        tokenizer = load_tokenizer(model_folder, trust_remote_code=config.model.trust_remote_code)
     elif adapter_folder.is_dir():
         from peft import PeftModel
 
+        check_weights_folder(adapter_folder, "the adapter", allow=config.model.allow_pickle)  # before the base loads
         update = {"dtype": dtype} if quantization is None else {"dtype": dtype, "quantization": quantization}
         base, _ = load_model(config.model.model_copy(update=update), device=device)
         if as_trained or merge:
@@ -216,7 +223,7 @@ def load_run(
         model = PeftModel.from_pretrained(base, str(adapter_folder))
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        tokenizer = load_tokenizer(adapter_folder)
+        tokenizer = load_tokenizer(adapter_folder, trust_remote_code=config.model.trust_remote_code)
     else:
         raise CheckpointError(
             f"{run_dir} has neither adapter/ nor model/: the run did not finish.\n"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ModelError
+from tunelab.models.safe_load import check_weights_folder
 from tunelab.paths import models_cache, publish_folder
 from tunelab.registry import Registry
 
@@ -113,7 +114,8 @@ def _run_as_model(run_dir: Path) -> Path:
     adapter merged into its base once and cached (keyed by the run path and adapter file)."""
     if (run_dir / "model").is_dir():
         return (run_dir / "model").resolve()
-    weights = next((run_dir / "adapter").glob("*.safetensors"), None)
+    safe = check_weights_folder(run_dir / "adapter", f"the adapter of run {run_dir}")
+    weights = next((run_dir / "adapter").glob("*.safetensors" if safe else "adapter_model.*"), None)
     if weights is None:
         raise ModelError(f"{run_dir}/adapter has no weights.\n  fix: finish or resume the run first")
     stat = weights.stat()

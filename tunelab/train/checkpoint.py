@@ -4,8 +4,8 @@ A checkpoint is written to ``checkpoints/step-N.tmp/``, every file fsynced, the 
 to ``step-N/``, and only then a ``COMPLETE`` marker is written. Resume takes the newest folder
 with the marker, so a run killed at any instant (even mid-write) resumes from the last
 checkpoint that was fully on disk. Trainable weights are safetensors; optimizer, scheduler,
-RNG and sampler state are plain tensors/containers loaded with ``weights_only=True`` (no
-arbitrary code runs on load).
+RNG, sampler and method state are safetensors + JSON (:mod:`tunelab.train.state_io`): no
+checkpoint file is a pickle, so loading one never runs code.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab.errors import CheckpointError
+from tunelab.train.state_io import read_state, save_state
 
 MARKER = "COMPLETE"
 
@@ -82,7 +83,7 @@ def save_checkpoint(root: Path, model: nn.Module, state: TrainState, keep_last: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(state.__dict__, tmp / "state.pt")
+    save_state(state.__dict__, tmp)
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -145,5 +146,5 @@ def load_checkpoint(path: Path, model: nn.Module) -> TrainState:
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    raw: dict[str, Any] = torch.load(path / "state.pt", weights_only=True)
+    raw: dict[str, Any] = read_state(path)
     return TrainState(**raw)
