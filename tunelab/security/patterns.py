@@ -28,6 +28,7 @@ __all__ = [
     "Finding",
     "SPECIAL_TOKENS",
     "escape_special_tokens",
+    "drop_overlaps",
     "escape_token",
     "find_all",
     "find_encoded",
@@ -68,7 +69,7 @@ def _finding(category: str, kind: str, m: re.Match[str], group: int | str = 0, d
     return Finding(category, kind, m.start(group), m.end(group), m.group(group), decoded)
 
 
-def _drop_overlaps(findings: Iterable[Finding]) -> list[Finding]:
+def drop_overlaps(findings: Iterable[Finding]) -> list[Finding]:
     """Keep the earliest-listed finding where spans overlap (detectors are listed by priority)."""
     kept: list[Finding] = []
     for f in findings:
@@ -198,7 +199,7 @@ def find_pii(text: str, kinds: Iterable[str] | None = None) -> list[Finding]:
         kinds: restrict to these detector names (keys of :data:`PII_DETECTORS`); default all.
     """
     names = PII_DETECTORS if kinds is None else list(kinds)
-    return _drop_overlaps(f for name in names for f in PII_DETECTORS[name](text))
+    return drop_overlaps(f for name in names for f in PII_DETECTORS[name](text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def find_secrets(text: str) -> list[Finding]:
              if _SECRET_HINTS.get(kind, "") in text for m in rx.finditer(text)]
     assigned = (m for m in _GENERIC_SECRET.finditer(text) if looks_random(m.group(1)))
     found += [_finding("secret", "generic_secret", m, 1) for m in assigned]
-    return _drop_overlaps(found)
+    return drop_overlaps(found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +284,7 @@ def find_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> list[Fin
     found = [_finding("special_token", m.group(0), m) for m in literal.finditer(text)]
     found += [_finding("special_token", m.group(0), m) for m in _PIPE_TOKEN.finditer(text)]
     found += [_finding("role_marker", m.group(0).strip().lower(), m) for m in _ROLE_MARKER.finditer(text)]
-    return _drop_overlaps(found)
+    return drop_overlaps(found)
 
 
 #: inserted after the first character of a control string: the tokenizer then sees plain text.
@@ -446,7 +447,7 @@ def find_injection(text: str) -> list[Finding]:
                 if m.end() > m.start() and not _NEGATED.search(source[max(0, m.start() - 30) : m.start()]):
                     start, end = index[m.start()], index[m.end() - 1] + 1
                     found.append(Finding("injection", kind, start, end, text[start:end]))
-    return _drop_overlaps(found)
+    return drop_overlaps(found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +470,7 @@ def _readable(raw: bytes) -> str:
         return ""
     printable = sum(c.isprintable() or c in "\n\t\r" for c in s)
     letters = sum(c.isalpha() or c == " " for c in s)
-    return s if len(s) >= 6 and printable == len(s) and letters >= 0.6 * len(s) else ""
+    return s if len(s) >= 6 and printable == len(s) and letters >= 0.5 * len(s) else ""
 
 
 def _decode_base64(s: str) -> str:
@@ -502,7 +503,7 @@ def find_encoded(text: str) -> list[Finding]:
     found += [_finding("encoded", "rot13_hint", m) for m in _ROT13_HINT.finditer(text)]
     rot = codecs.decode(text, "rot13")
     found += [Finding("encoded", "rot13", f.start, f.end, text[f.start : f.end], f.match) for f in find_injection(rot)]
-    return _drop_overlaps(found)
+    return drop_overlaps(found)
 
 
 # ---------------------------------------------------------------------------------------------

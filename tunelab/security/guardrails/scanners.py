@@ -23,6 +23,7 @@ from tunelab.security.guardrails.base import ALLOW, GUARDRAILS, Action, ScanCont
 from tunelab.security.patterns import (
     PII_DETECTORS,
     Finding,
+    drop_overlaps,
     escape_token,
     find_encoded,
     find_injection,
@@ -134,25 +135,45 @@ class LengthScanner(PatternScanner):
         return [Finding("length", f"{len(text)}>{self.max_chars}", self.max_chars, len(text), "")]
 
 
-#: a secret the system prompt names: "the canary is ZX-1", "password: hunter2".
+#: a secret the system prompt names: "the canary is ZX-1", "password: hunter2". The value must
+#: look like a code (a digit or a capital) or end the sentence ("The password is swordfish."),
+#: so "the password is required for login" names no secret.
 _NAMED_SECRET = re.compile(
-    r"(?i)\b(?:canary(?:\s+token)?|secret(?:\s+(?:word|code|key))?|password|passphrase|code\s*word|api\s+key)"
-    r"\s*(?:is|:|=)?\s*[\"'`]?([A-Za-z0-9_\-]{4,64})"
+    r"(?i:\b(?:canary(?:\s+(?:token|code|word))?|secret(?:\s+(?:word|code|key|token))?|password|passphrase|code\s*word"
+    r"|api\s+key|reference\s+code|access\s+code))\s*(?:is|:|=)\s*[\"'`]?"
+    r"((?=[A-Za-z_\-]*[0-9A-Z])[A-Za-z0-9_\-]{4,64}|[a-z][a-z_\-]{3,63}(?=[\"'`]?\s*(?:[.,;!)\n]|$)))"
 )
 _WORD = re.compile(r"\w+")
 
 
 @functools.lru_cache(maxsize=256)
 def _secrets_of(system: str, canaries: tuple[str, ...], min_words: int):
-    """``(canary regex or None, system word k-grams, k)`` of a system prompt, computed once per
+    """``(canaries, their regex or None, system word k-grams, k)`` of a system prompt, computed once per
     prompt (a streamed answer is checked many times against the same one). A system prompt
     under four words is too short to tell a leak from a coincidence: no k-grams."""
-    words = {c for c in (*canaries, *canaries_of(system)) if c}
-    rx = re.compile("|".join(re.escape(c) for c in sorted(words, key=len, reverse=True)), re.I) if words else None
+    words = tuple(sorted({c for c in (*canaries, *canaries_of(system)) if c}, key=len, reverse=True))
+    rx = re.compile("|".join(re.escape(c) for c in words), re.I) if words else None
     sys_words = [w.lower() for w in _WORD.findall(system)]
     k = min(min_words, len(sys_words))
     grams = frozenset(tuple(sys_words[i : i + k]) for i in range(len(sys_words) - k + 1)) if k >= 4 else frozenset()
-    return rx, grams, k
+    return words, rx, grams, k
+
+
+def _spelled_out(text: str, canaries: tuple[str, ...]) -> list[Finding]:
+    """Canaries written with separators between their characters ("Z E B R A - 4 4 7 1", one
+    letter per line): matched on the letters and digits of ``text`` alone, for canaries of six
+    or more of them (shorter ones would match across ordinary words)."""
+    index = [i for i, c in enumerate(text) if c.isalnum()]
+    squeezed = "".join(text[i] for i in index)
+    found = []
+    for canary in canaries:
+        plain = "".join(c for c in canary if c.isalnum())
+        if len(plain) < 6:
+            continue
+        for m in re.finditer(re.escape(plain), squeezed, flags=re.IGNORECASE):
+            start, end = index[m.start()], index[m.end() - 1] + 1
+            found.append(Finding("leakage", "spelled_canary", start, end, text[start:end]))
+    return found
 
 
 def canaries_of(system: str) -> set[str]:
@@ -165,7 +186,8 @@ def canaries_of(system: str) -> set[str]:
 @GUARDRAILS.register("leakage", aliases=["canary", "system_prompt_leak"])
 class LeakageScanner(PatternScanner):
     name, stage, code, default_action = "leakage", "output", "system_prompt_leak", "block"
-    description = "the answer repeats a canary token or min_words (8) consecutive words of the system prompt"
+    description = ("the answer repeats a canary (also spelled out or base64/hex-encoded) or min_words (8) "
+                   "consecutive words of the system prompt")
     what, label = "a leak of the system prompt or a canary", "[REDACTED]"
 
     def __init__(self, action: Action | None = None, canaries: Iterable[str] = (), min_words: int = 8):
@@ -174,10 +196,14 @@ class LeakageScanner(PatternScanner):
         self.min_words = int(min_words)
 
     def find(self, text: str, context: ScanContext) -> list[Finding]:
-        canary_rx, grams, k = _secrets_of(context.system, self.canaries + context.canaries, self.min_words)
-        found = [Finding("leakage", "canary", m.start(), m.end(), m.group(0))
-                 for m in canary_rx.finditer(text)] if canary_rx else []
-        return found + self._overlap(text, grams, k)
+        canaries, canary_rx, grams, k = _secrets_of(context.system, self.canaries + context.canaries, self.min_words)
+        if canary_rx is None:
+            return self._overlap(text, grams, k)
+        found = [Finding("leakage", "canary", m.start(), m.end(), m.group(0)) for m in canary_rx.finditer(text)]
+        found += _spelled_out(text, canaries)
+        found += [Finding("leakage", "encoded_canary", f.start, f.end, f.match) for f in find_encoded(text)
+                  if f.decoded and canary_rx.search(f.decoded)]
+        return drop_overlaps(found + self._overlap(text, grams, k))
 
     def _overlap(self, text: str, grams: frozenset[tuple[str, ...]], k: int) -> list[Finding]:
         """Spans of ``text`` that repeat ``k`` consecutive words of the system prompt (case-folded)."""
