@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.config import RunConfig, load_config
-from tunelab.errors import ConfigError
 
 FORMAT = re.compile(r"^Answer: [^\n]+\nConfidence: (high|medium|low)$")
 
@@ -33,13 +32,10 @@ class FormatScore:
 
 
 def examples_dir() -> Path:
-    """``examples/`` of the source checkout (the current folder first)."""
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (root / "examples" / "quickstart.yaml").is_file():
-            return root / "examples"
-    raise ConfigError(
-        "cannot find examples/quickstart.yaml.\n  fix: run `tunelab quickstart` from the tunelab checkout"
-    )
+    """The bundled examples: package data, so a wheel install finds them as a checkout does."""
+    from tunelab.presets.bundled_examples import examples_root
+
+    return examples_root()
 
 
 def eval_prompts(examples: Path) -> list[str]:

@@ -36,6 +36,7 @@ SUBCOMMANDS = [
     "tunelab.cli.reward_cmd",
     "tunelab.cli.serve_cmd",
     "tunelab.cli.chat_cmd",
+    "tunelab.cli.examples_cmd",
     "tunelab.cli.scan_cmd",
     "tunelab.cli.redteam_cmd",
 ]
