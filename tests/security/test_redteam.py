@@ -249,7 +249,7 @@ def test_cli_end_to_end_on_tiny_writes_json_and_html(tmp_path):
 
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
     code = main(["redteam", "tiny", "--categories", "direct_injection,harmful_requests", "--max-per-category", "2",
-                 "--max-new-tokens", "3", "--guardrails", "both", "--no-benign", "--device", "cpu",
+                 "--max-new-tokens", "3", "--guardrails", "both", "--benign", "input", "--device", "cpu",
                  "--json", str(out_json), "--html", str(out_html)])
     assert code == 0
     data = json.loads(out_json.read_text())
@@ -264,6 +264,8 @@ def test_cli_end_to_end_on_tiny_writes_json_and_html(tmp_path):
             assert r["judged"] + r["unjudged"] == len(mine)
     on = [a for a in target["attempts"] if a["guard"] == "on"]
     assert any(a["judgement"] == "blocked_input" for a in on)  # "Ignore all previous instructions..."
+    benign = target["benign"]
+    assert benign["total"] == 60 and benign["answers_checked"] is False and benign["blocked_output"] == 0
     page = out_html.read_text()
     assert page.startswith("<!doctype html>") and "Direct prompt injection" in page and "<link" not in page
 
@@ -307,4 +309,5 @@ def test_bad_flags_fail_before_loading_a_model(tmp_path):
 
     assert main(["redteam", "tiny", "--guardrails", "sometimes"]) == 2
     assert main(["redteam", "tiny", "--categories", "nope"]) == 2
+    assert main(["redteam", "tiny", "--benign", "some"]) == 2
     assert main(["redteam", "tiny", "--canary-file", str(Path(tmp_path) / "missing.txt")]) == 2

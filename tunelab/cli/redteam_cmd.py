@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
                                                "{canary, context}."),
         max_per_category: int | None = typer.Option(None, "--max-per-category", min=1, help="At most N probes "
                                                     "per category (a quick run)."),
-        benign: bool = typer.Option(True, "--benign/--no-benign", help="Measure guardrail false blocks on the "
-                                    "benign prompt set."),
+        benign: str = typer.Option("full", "--benign", help="Guardrail false blocks on the benign prompt set: full "
+                                   "(inputs and answers) | input (no generation) | off."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Local models: prompts per forward pass."),
         device: str = typer.Option("auto", "--device", help="Local models: auto | cpu | cuda."),
         model_id: str | None = typer.Option(None, "--model-id", help="URL targets: the model to ask (default: the "

@@ -28,6 +28,7 @@ from tunelab.security.redteam_targets import Conversation, Target
 
 #: --guardrails value → the guard settings each attempt runs under.
 GUARD_MODES: dict[str, tuple[str, ...]] = {"off": ("off",), "on": ("on",), "both": ("off", "on")}
+BENIGN_MODES = ("full", "input", "off")
 CERTAIN = Accuracy(1.0, 1.0)  # a guardrail's or a server's refusal is known, not estimated
 BLOCKED = ("blocked_input", "blocked_output", "refused_by_server")
 
@@ -59,6 +60,7 @@ class BenignResult:
     blocked_input: int
     blocked_output: int
     blocked_ids: tuple[str, ...] = ()
+    answers_checked: bool = True  # False: only the inputs were checked (--benign input: nothing generated)
 
     @property
     def blocked(self) -> int:
@@ -70,7 +72,8 @@ class BenignResult:
         low, high = wilson(self.blocked, self.total)
         return {"total": self.total, "blocked": self.blocked, "blocked_input": self.blocked_input,
                 "blocked_output": self.blocked_output, "false_block_rate": round(self.blocked / self.total, 4)
-                if self.total else None, "ci95": [round(low, 4), round(high, 4)], "blocked_ids": list(self.blocked_ids)}
+                if self.total else None, "ci95": [round(low, 4), round(high, 4)], "blocked_ids": list(self.blocked_ids),
+                "answers_checked": self.answers_checked}
 
 
 @dataclass
@@ -95,8 +98,13 @@ def _system(messages: Conversation) -> str:
 
 
 def run_target(target: Target, attempts: Sequence[Attempt], guards: Sequence[str], chain=None,
-               max_new_tokens: int = 64, benign: Sequence[tuple[str, str]] = ()) -> TargetRun:
-    """Send every attempt (once per distinct conversation) and judge it under each guard setting."""
+               max_new_tokens: int = 64, benign: Sequence[tuple[str, str]] = (),
+               benign_answers: bool = True) -> TargetRun:
+    """Send every attempt (once per distinct conversation) and judge it under each guard setting.
+
+    ``benign`` prompts are checked by the chain at the input and, with ``benign_answers``, their
+    answers at the output too (which costs one generation each).
+    """
     if "on" in guards and chain is None:
         raise ConfigError("--guardrails on needs the guardrail chain (tunelab.security.guardrails)\n"
                           "  fix: use --guardrails off")
@@ -106,7 +114,8 @@ def run_target(target: Target, attempts: Sequence[Attempt], guards: Sequence[str
         wanted += [tuple(a.messages) for a in attempts]
     wanted += [tuple(r.messages) for r in checked.values() if r.verdict.allowed]
     benign_checked = [(i, chain.check_messages([("user", text)])) for i, text in benign] if chain else []
-    wanted += [tuple(r.messages) for _, r in benign_checked if r.verdict.allowed]
+    if benign_answers:
+        wanted += [tuple(r.messages) for _, r in benign_checked if r.verdict.allowed]
     unique = list(dict.fromkeys(wanted))
     replies = dict(zip(unique, target.answer(unique, max_new_tokens), strict=True))
     results = []
@@ -117,7 +126,7 @@ def run_target(target: Target, attempts: Sequence[Attempt], guards: Sequence[str
             results.append(_guarded(a, checked[a.id], replies, chain))
     run = TargetRun(target.name, results)
     if benign_checked:
-        run.benign = _benign(benign_checked, replies, chain)
+        run.benign = _benign(benign_checked, replies if benign_answers else None, chain)
     return run
 
 
@@ -147,9 +156,10 @@ def _guarded(a: Attempt, checked, replies, chain) -> AttemptResult:
 
 def _benign(checked, replies, chain) -> BenignResult:
     blocked_in = [i for i, r in checked if not r.verdict.allowed]
-    blocked_out = [i for i, r in checked if r.verdict.allowed and not chain.scan_output(
+    blocked_out = [] if replies is None else [i for i, r in checked if r.verdict.allowed and not chain.scan_output(
         replies[tuple(r.messages)].text).allowed]
-    return BenignResult(len(checked), len(blocked_in), len(blocked_out), tuple(blocked_in + blocked_out))
+    return BenignResult(len(checked), len(blocked_in), len(blocked_out), tuple(blocked_in + blocked_out),
+                        answers_checked=replies is not None)
 
 
 def summarize(run: TargetRun, stats: dict[str, DetectorStats]) -> dict[str, dict[str, Rate]]:
@@ -194,7 +204,7 @@ class RedteamOptions:
     canaries: tuple[str, ...] = ()
     canary_file: str | None = None
     max_per_category: int | None = None
-    benign: bool = True
+    benign: str = "full"  # full: inputs and answers | input: inputs only (no generation) | off
 
     def settings(self, n_attempts: int, n_canaries: int) -> dict:
         return {"categories": list(self.categories) or list(CATEGORIES), "guardrails": self.guardrails,
@@ -216,6 +226,9 @@ def plan_attempts(options: RedteamOptions) -> tuple[list[Attempt], list]:
     if options.guardrails not in GUARD_MODES:
         raise ConfigError(f"--guardrails {options.guardrails!r}: expected one of {', '.join(GUARD_MODES)}\n"
                           "  fix: --guardrails both")
+    if options.benign not in BENIGN_MODES:
+        raise ConfigError(f"--benign {options.benign!r}: expected one of {', '.join(BENIGN_MODES)}\n"
+                          "  fix: --benign full")
     records = [canary_record(c, None, "--canary") for c in options.canaries]
     if options.canary_file:
         from pathlib import Path
@@ -252,7 +265,7 @@ def run_redteam(targets: Sequence[Target], options: RedteamOptions,
     stats = stats if stats is not None else load_stats()
     attempts, records = plan_attempts(options)
     guards = GUARD_MODES[options.guardrails]
-    benign = load_benign() if options.benign and "on" in guards else []
+    benign = load_benign() if options.benign != "off" and "on" in guards else []
     security_log = logging.getLogger("tunelab.security")
     level = security_log.level
     security_log.setLevel(logging.ERROR)  # one line per blocked attack would drown the report
@@ -260,7 +273,8 @@ def run_redteam(targets: Sequence[Target], options: RedteamOptions,
         runs = []
         for target in targets:
             chain = build_chain(options, [r.canary for r in records], target.special_tokens)
-            run = run_target(target, attempts, guards, chain, options.max_new_tokens, benign)
+            run = run_target(target, attempts, guards, chain, options.max_new_tokens, benign,
+                             benign_answers=options.benign == "full")
             summarize(run, stats)
             runs.append(run)
     finally:

@@ -89,7 +89,8 @@ def terminal_table(runs: Sequence[TargetRun], stats: dict[str, DetectorStats]) -
     for run in runs:
         if run.benign:
             b = run.benign.to_json()
-            out.append(f"benign prompts blocked with guardrails on ({run.name}): {b['blocked']}/{b['total']} = "
+            scope = "" if b["answers_checked"] else " (inputs only)"
+            out.append(f"benign prompts blocked with guardrails on{scope} ({run.name}): {b['blocked']}/{b['total']} = "
                        f"{_pct(b['false_block_rate'])} {_ci(*b['ci95'])}")
     out.append("detectors: " + "; ".join(f"{n} sensitivity {s.sensitivity:.3f} specificity {s.specificity:.3f} "
                                         f"(n={s.labelled})" for n, s in stats.items()))
@@ -135,7 +136,8 @@ def render_html(runs: Sequence[TargetRun], stats: dict[str, DetectorStats], sett
         rows.append(f"<tr><td>{e(TITLES[cat])}</td><td>{e(guard)}</td>{cells}</tr>")
     benign = "".join(
         f"<li>{e(run.name)}: {b['blocked']}/{b['total']} benign prompts blocked = {_pct(b['false_block_rate'])} "
-        f"{_ci(*b['ci95'])}</li>" for run in runs if run.benign for b in [run.benign.to_json()])
+        f"{_ci(*b['ci95'])}{'' if b['answers_checked'] else ' (inputs only)'}</li>"
+        for run in runs if run.benign for b in [run.benign.to_json()])
     detectors = "".join(f"<tr><td>{e(n)}</td><td class='num'>{s.sensitivity:.3f}</td>"
                         f"<td class='num'>{s.specificity:.3f}</td><td class='num'>{s.labelled}</td></tr>"
                         for n, s in stats.items())
