@@ -136,7 +136,12 @@ def test_corrected_rate_maps_the_wilson_bounds_and_pools_groups():
     assert (both.successes, both.judged, both.unjudged) == (3, 16, 2)
     assert both.raw == 3 / 16
     assert both.corrected == pytest.approx((4 * 0 + 12 * (0.15 / 0.7)) / 16)
-    assert both.corrected_high == pytest.approx((4 * wilson(0, 4)[1] + 12 * (high - 0.1) / 0.7) / 16)
+    # two groups: each Wilson interval at 97.5% (Bonferroni), z = Φ⁻¹(1 − 0.0125) = 2.241403
+    z2 = 2.241403
+    w_high = wilson(3, 12, z2)[1]
+    assert wilson(0, 4, z2)[1] == pytest.approx(z2**2 / (4 + z2**2), abs=1e-6)
+    assert both.corrected_high == pytest.approx((4 * z2**2 / (4 + z2**2) + 12 * (w_high - 0.1) / 0.7) / 16, abs=1e-5)
+    assert both.corrected_low == pytest.approx(12 * max(0.0, (wilson(3, 12, z2)[0] - 0.1) / 0.7) / 16, abs=1e-5)
 
 
 def test_refusal_accuracy_swaps_sides_for_attack_success():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -85,9 +86,11 @@ def rate(groups: list[tuple[int, int, Accuracy]], unjudged: int = 0) -> Rate:
     """Combine ``(successes, judged, accuracy)`` groups judged by different detectors into one rate.
 
     The raw rate and its Wilson interval pool every group. The corrected rate corrects each
-    group with its own detector and weights the groups by their judged counts; its bounds are
-    the same weighted sums of the groups' corrected bounds (for one group: exactly the Wilson
-    bounds mapped through Rogan–Gladen; for several: wider than exact, never narrower).
+    group with its own detector and weights the groups by their judged counts. Its bounds are the
+    same weighted sums of the groups' corrected bounds; with G groups each group's Wilson interval
+    is taken at level 1 − 0.05/G (Bonferroni), so all G hold together with probability ≥ 95% and
+    the weighted bounds cover at least 95% too. For one group this is exactly the 95% Wilson
+    interval mapped through Rogan–Gladen.
     """
     k = sum(g[0] for g in groups)
     n = sum(g[1] for g in groups)
@@ -95,10 +98,10 @@ def rate(groups: list[tuple[int, int, Accuracy]], unjudged: int = 0) -> Rate:
     raw = k / n if n else None
     corrected = corrected_low = corrected_high = None
     parts = []
-    for gk, gn, acc in groups:
-        if gn == 0:
-            continue
-        glow, ghigh = wilson(gk, gn)
+    filled = [g for g in groups if g[1] > 0]
+    z = NormalDist().inv_cdf(1 - 0.05 / (2 * max(len(filled), 1)))
+    for gk, gn, acc in filled:
+        glow, ghigh = wilson(gk, gn, z)
         mapped = [rogan_gladen(x, acc.sensitivity, acc.specificity) for x in (gk / gn, glow, ghigh)]
         if None in mapped:
             parts = None
