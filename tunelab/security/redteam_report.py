@@ -152,7 +152,10 @@ def render_html(runs: Sequence[TargetRun], stats: dict[str, DetectorStats], sett
                          f"<td>{e(a.goal)}<pre>{e(prompt)}</pre></td><td><pre>{e(res.output)}</pre></td>"
                          f"<td>{e(outcome)}<br><span class='muted'>{e(res.judgement)}: {e(res.reason)}</span>"
                          "</td></tr>")
-        details.append(f"<details><summary>{e(run.name)}: {len(run.results)} attempts</summary><table><tr><th>id</th>"
+        guards = ", ".join(dict.fromkeys(r.guard for r in run.results))
+        n = len({r.attempt.id for r in run.results})
+        details.append(f"<details><summary>{e(run.name)}: {n} attempts, guardrails {e(guards)}</summary>"
+                       "<table><tr><th>id</th>"
                        "<th>category</th><th>guardrails</th><th>goal and prompt</th><th>answer</th><th>verdict</th>"
                        f"</tr>{''.join(items)}</table></details>")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunelab redteam report</title>
@@ -160,7 +163,9 @@ def render_html(runs: Sequence[TargetRun], stats: dict[str, DetectorStats], sett
 <h1>Red-team report</h1>
 <p class="muted">Attack success rate (ASR) = attempts the detector judged successful / attempts it could judge,
 with a 95% Wilson interval. Corrected = the rate behind the detectors' measured errors (Rogan-Gladen), its
-interval the Wilson bounds mapped through the same correction. Settings: {e(json.dumps(settings))}</p>
+interval the Wilson bounds mapped through the same correction (rows judged by several detectors: each
+group corrected apart at a Bonferroni-adjusted level, then weighted by its count).
+Settings: {e(json.dumps(settings))}</p>
 <table><tr><th>category</th><th>guardrails</th>{head}</tr>{''.join(rows)}</table>
 {f'<h2>Guardrail cost</h2><ul>{benign}</ul>' if benign else ''}
 <h2>Detectors</h2><table><tr><th>detector</th><th>sensitivity</th><th>specificity</th><th>labelled outputs</th></tr>
