@@ -247,3 +247,13 @@ def test_trigger_in_clean_rows_without_the_target_is_not_flagged(clean):
                                 r["instruction"] + "\n" + r["output"]) for i, r in enumerate(rows)])
     hit = {f.row for f in report.findings if f.reason == "backdoor_trigger"}
     assert hit == planted.poisoned
+
+
+def test_bad_format_or_column_flag_is_a_clear_error(tmp_path, capsys):
+    data = write_small(tmp_path / "small.jsonl")
+    assert main(["scan", str(data), "--format", "alpacca"]) == 2
+    err = capsys.readouterr().err
+    assert "--format: unknown data format 'alpacca'" in err and "fix: use auto or one of" in err
+    assert main(["scan", str(data), "--column", "instrucion=prompt"]) == 2
+    err = capsys.readouterr().err
+    assert "--column: unknown column name(s) ['instrucion']" in err and "fix:" in err
