@@ -13,7 +13,7 @@ import pytest
 
 from tunelab.errors import ConfigError
 from tunelab.security.detectors import DETECTORS
-from tunelab.security.redteam import RedteamOptions, run_redteam, run_target, summarize
+from tunelab.security.redteam import RedteamOptions, plan_attempts, run_redteam, run_target, summarize
 from tunelab.security.redteam_calibration import DetectorStats
 from tunelab.security.redteam_probes import (
     CATEGORIES,
@@ -64,8 +64,7 @@ def test_canary_file_and_short_canary(tmp_path):
     f.write_text('# planted\nZEBRA-4471-QX\n{"canary": "KQ-9981-LM", "context": "the vault code"}\n')
     assert read_canary_file(f) == [CanaryRecord("ZEBRA-4471-QX"), CanaryRecord("KQ-9981-LM", "the vault code")]
     with pytest.raises(ConfigError, match="shorter than 6.*\n  fix:"):
-        RedteamOptions(canaries=("abc",)) and __import__(
-            "tunelab.security.redteam", fromlist=["plan_attempts"]).plan_attempts(RedteamOptions(canaries=("abc",)))
+        plan_attempts(RedteamOptions(canaries=("abc",)))
 
 
 @pytest.mark.parametrize("body, match", [
@@ -277,6 +276,7 @@ def test_cli_end_to_end_on_tiny_writes_json_and_html(tmp_path):
 
 def test_url_target_against_an_in_process_server(tmp_path):
     from tunelab.infer import load_engine
+    from tunelab.security.guardrails import GuardrailChain
     from tunelab.security.redteam_targets import UrlTarget
     from tunelab.serve import ServerSettings, ServerThread, create_app
 
@@ -292,6 +292,15 @@ def test_url_target_against_an_in_process_server(tmp_path):
     local = run_target(_Local(engine), [r.attempt for r in run.results], ("off",), max_new_tokens=3)
     # the server decodes greedily like the local engine: same answers, same judgements
     assert [r.output for r in run.results] == [r.output for r in local.results]
+    # a server with its own guardrails: blocked requests are the server's refusals, failed attacks
+    chain = GuardrailChain.from_specs(["injection"])
+    with ServerThread(create_app(engine, ServerSettings(), chain)) as srv:
+        options = RedteamOptions(categories=("direct_injection",), guardrails="off", max_new_tokens=2,
+                                 max_per_category=1)
+        (guarded,), _ = run_redteam([UrlTarget(srv.url)], options)
+    (result,) = guarded.results
+    assert result.judgement == "refused_by_server" and result.success is False
+    assert "content_policy_violation" not in result.reason and result.reason.startswith("server:")
     with pytest.raises(Exception, match="fix: start the server"):
         UrlTarget("http://127.0.0.1:9/v1", model="x").answer([[("user", "hi")]], 2)
 

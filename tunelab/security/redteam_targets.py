@@ -78,9 +78,9 @@ class EngineTarget:
 class UrlTarget:
     """An OpenAI-compatible server: ``POST {base}/v1/chat/completions`` with greedy decoding.
 
-    A ``400`` whose error code says the content was refused (the server's own guardrails) is an
-    answer that refused, not a failure of the run; any other error stops the run with the
-    server's message.
+    A ``400`` whose error code says the content was refused, or an answer stopped with
+    ``finish_reason="content_filter"`` (the server's own guardrails), is a refusal by the server,
+    not a failure of the run; any other error stops the run with the server's message.
     """
 
     REFUSAL_CODES = ("content_policy_violation", "content_filter", "guardrail_blocked")
@@ -118,7 +118,10 @@ class UrlTarget:
                     "max_tokens": max_new_tokens, "temperature": 0}
             response = self._request("POST", "/v1/chat/completions", json=body)
             if response.status_code == 200:
-                replies.append(Reply(response.json()["choices"][0]["message"].get("content") or ""))
+                choice = response.json()["choices"][0]
+                text = choice["message"].get("content") or ""
+                stopped = choice.get("finish_reason") == "content_filter"  # the server withheld the answer
+                replies.append(Reply(text, refused_by="server: answer withheld (content_filter)" if stopped else None))
                 continue
             error = _error_body(response)
             if response.status_code == 400 and error.get("code") in self.REFUSAL_CODES:
