@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -272,6 +273,14 @@ _ROLE_MARKER = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _literal_tokens(extra: frozenset[str]) -> re.Pattern[str]:
+    """One alternation of every literal control string, longest first (compiled once per set:
+    the scan calls this for every row)."""
+    tokens = sorted({*SPECIAL_TOKENS, *extra}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in tokens))
+
+
 def find_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> list[Finding]:
     """Chat-template control strings (``<|im_start|>``, ``[INST]``, ``<s>``...) and role markers
     (``### Instruction:``, ``system:`` at a line start) in ``text``.
@@ -279,8 +288,7 @@ def find_special_tokens(text: str, extra_tokens: Iterable[str] = ()) -> list[Fin
     Args:
         extra_tokens: more literal strings to find, e.g. a tokenizer's own special tokens.
     """
-    tokens = sorted({*SPECIAL_TOKENS, *(t for t in extra_tokens if t)}, key=len, reverse=True)
-    literal = re.compile("|".join(re.escape(t) for t in tokens))
+    literal = _literal_tokens(frozenset(t for t in extra_tokens if t))
     found = [_finding("special_token", m.group(0), m) for m in literal.finditer(text)]
     found += [_finding("special_token", m.group(0), m) for m in _PIPE_TOKEN.finditer(text)]
     found += [_finding("role_marker", m.group(0).strip().lower(), m) for m in _ROLE_MARKER.finditer(text)]
