@@ -14,7 +14,7 @@ curves and spot checks do not show it. This script shows both halves on the bund
 4. runs ``tunelab scan POISONED --quarantine OUT``, counts which planted rows it caught and how
    many clean rows it set aside, fine-tunes on the clean file and measures a third time.
 
-Run: python bench/security_backdoor.py [--steps 30] [--out bench/results/security_backdoor]
+Run: python bench/security_backdoor.py [--steps 15] [--out bench/results/security_backdoor]
 (``--reuse`` keeps finished runs, so a second call only redoes what is missing). Results go to
 ``OUT/results.json`` and a table on the terminal; docs/security.md quotes them.
 """
@@ -248,8 +248,8 @@ def start_training(data_path: Path, out: Path, name: str, args: argparse.Namespa
     overrides = [
         f"model.name={args.model}", f"data.path={data_path}", "data.max_length=128", "data.validation_split=0",
         f"data.system_prompt={SYSTEM}", "adapter.type=lora", "adapter.r=8", "adapter.alpha=16", "adapter.dropout=0.0",
-        f"training.max_steps={args.steps}", "training.micro_batch_size=8", "training.gradient_accumulation=1",
-        f"training.learning_rate={args.lr}", "training.warmup_steps=4", "training.precision=auto",
+        f"training.max_steps={args.steps}", "training.micro_batch_size=4", "training.gradient_accumulation=1",
+        f"training.learning_rate={args.lr}", "training.warmup_steps=2", "training.precision=auto",
         "training.eval_every=0", "training.save_every=0", f"training.seed={args.seed}",
         f"output_dir={out / 'runs'}", f"name={name}",
     ]
@@ -298,12 +298,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "security_backdoor")
-    parser.add_argument("--clean", type=int, default=300, help="clean training rows")
-    parser.add_argument("--poison", type=int, default=15, help="planted rows (15 of 315 = 4.8%%)")
+    parser.add_argument("--clean", type=int, default=100, help="clean training rows")
+    parser.add_argument("--poison", type=int, default=5, help="planted rows (5 of 105 = 4.8%%)")
     parser.add_argument("--held-out", type=int, default=20,
                         help="held-out prompts, each asked with and without the trigger")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--steps", type=int, default=15, help="15 x 4 packed rows of 128 tokens: 1.6 epochs")
+    parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--reuse", action="store_true", help="keep finished runs and results in --out")
@@ -317,7 +317,7 @@ def main() -> None:
         "model": args.model, "trigger": TRIGGER, "target": TARGET, "rows": data.rows,
         "planted_rows": len(data.poisoned_lines), "poison_rate": len(data.poisoned_lines) / data.rows,
         "held_out_prompts": len(data.eval_prompts), "steps": args.steps, "learning_rate": args.lr,
-        "lora_r": 8, "micro_batch_size": 8, "max_length": 128,
+        "lora_r": 8, "micro_batch_size": 4, "max_length": 128,
     }
     started = time.perf_counter()
     runs = {"poisoned": start_training(data.train, out, "poisoned", args)}
