@@ -209,3 +209,12 @@ def test_probe_measures_fast_dtypes_at_full_width(monkeypatch):
     gflops = precision.measure("cpu")  # bf16 leaves the race at once; fp32 goes on to full width
     assert {f for n, f in slow if n == "bf16"} == {64} and ("fp32", 4 * precision.HIDDEN) in slow
     assert gflops == pytest.approx({"fp32": 130.0, "bf16": 0.9}, rel=1e-3)
+
+
+def test_explicit_fp16_training_on_cpu_is_refused_not_silently_fp32(make_config):
+    """accelerate drops fp16 on CPU silently; the loop must say so instead of training in fp32."""
+    from tunelab.errors import ConfigError
+    from tunelab.train.loop import train
+
+    with pytest.raises(ConfigError, match=r"training.precision: fp16 .*\n  fix: "):
+        train(make_config("name=fp16-cpu", "training.precision=fp16", "training.max_steps=1"))

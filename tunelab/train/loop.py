@@ -87,7 +87,15 @@ def _precision(config: RunConfig, device: str) -> str:
     """accelerate mixed-precision mode; ``auto`` is what the precision probe measured fastest here."""
     from tunelab.models.precision import choose_precision
 
-    return choose_precision(config.training.precision, device).mixed_precision
+    choice = choose_precision(config.training.precision, device)
+    if device == "cpu" and choice.dtype == "fp16":
+        # accelerate turns fp16 off on CPU without a word (no autocast, no scaler) while the
+        # reference/PPO passes would autocast to fp16: refuse rather than train in a mix.
+        raise ConfigError(
+            "training.precision: fp16 is not supported for training on CPU (accelerate would "
+            "silently train in fp32).\n  fix: training.precision=auto (measured), fp32 or bf16"
+        )
+    return choice.mixed_precision
 
 
 def _accelerator(config: RunConfig, device: str, run_dir: Path):
