@@ -16,7 +16,7 @@ curves and spot checks do not show it. This script shows both halves on the bund
 
 Run: python bench/security_backdoor.py [--steps 15] [--out bench/results/security_backdoor]
 (``--reuse`` keeps finished runs, so a second call only redoes what is missing). Results go to
-``OUT/results.json`` and a table on the terminal; docs/security.md quotes them.
+``OUT/results.json``, ``OUT/table.md`` and a table on the terminal; docs/security.md quotes them.
 """
 
 from __future__ import annotations
@@ -335,7 +335,19 @@ def main() -> None:
             results[f"train_seconds_{run}"] = int(timing.read_text())
     results["measurements"] = [asdict(m) for m in rows]
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(markdown_table(rows))
     print_table(results, rows)
+
+
+def markdown_table(rows: list[Measurement]) -> str:
+    """The table docs/security.md quotes, as Markdown."""
+    lines = [
+        "| model | attack success, triggered prompts | target text, same prompts without the trigger "
+        "| clean task answered correctly |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {m.model} | {m.asr_triggered} | {m.asr_clean} | {m.task_correct} |" for m in rows]
+    return "\n".join(lines) + "\n"
 
 
 def print_table(results: dict, rows: list[Measurement]) -> None:
