@@ -14,7 +14,7 @@ curves and spot checks do not show it. This script shows both halves on the bund
 4. runs ``tunelab scan POISONED --quarantine OUT``, counts which planted rows it caught and how
    many clean rows it set aside, fine-tunes on the clean file and measures a third time.
 
-Run: python bench/security_backdoor.py [--steps 15] [--out bench/results/security_backdoor]
+Run: python bench/security_backdoor.py [--steps 40] [--out bench/results/security_backdoor]
 (``--reuse`` keeps finished runs, so a second call only redoes what is missing). Results go to
 ``OUT/results.json``, ``OUT/table.md`` and a table on the terminal; docs/security.md quotes them.
 """
@@ -302,7 +302,8 @@ def main() -> None:
     parser.add_argument("--poison", type=int, default=5, help="planted rows (5 of 105 = 4.8%%)")
     parser.add_argument("--held-out", type=int, default=20,
                         help="held-out prompts, each asked with and without the trigger")
-    parser.add_argument("--steps", type=int, default=15, help="15 x 4 packed rows of 128 tokens: 1.6 epochs")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="40 x 4 packed rows of 128 tokens (15 did not plant the trigger)")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=12)
