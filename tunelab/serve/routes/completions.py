@@ -53,5 +53,5 @@ async def completions(req: CompletionRequest, request: Request, state: State):
         return StreamingResponse(stream_events(state, handle, make_chunk, None, include),
                                  media_type="text/event-stream")
     done = await state.collect(handle, request)
-    echoes = [p if isinstance(p, str) else backend.decode(p) for p in texts] if req.echo else None
+    echoes = decoded if req.echo else None  # the prompts as sent (before any guardrail rewrite)
     return JSONResponse(completion(rid, req.model, done, echoes).model_dump())
