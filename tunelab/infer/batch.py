@@ -36,9 +36,15 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
 
 @torch.inference_mode()
 def generate_batch(
-    model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams | None = None,
+    *,
+    seeds: Sequence[int | None] | None = None,
 ) -> list[GenerationResult]:
-    """Generate for every prompt at once; row ``i`` samples with seed ``params.seed + i``."""
+    """Generate for every prompt at once; row ``i`` samples with seed ``params.seed + i``, or
+    ``seeds[i]`` when given (so a row's sample does not depend on which rows share its batch)."""
     from transformers import DynamicCache
 
     if virtual_tokens(model) is not None:  # left padding would sit between the virtual tokens and the prompt
@@ -55,7 +61,10 @@ def generate_batch(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     kw = {cache_kwarg(model): cache}
-    seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+    if seeds is None:
+        seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+    elif len(seeds) != len(prompts):
+        raise ServeError(f"generate_batch got {len(seeds)} seeds for {len(prompts)} prompts; pass one per prompt")
     generators = [make_generator(s, device) for s in seeds]
     assemblers = [TextAssembler(tokenizer, params.stop) for _ in prompts]
     outputs: list[list[int]] = [[] for _ in prompts]
