@@ -27,10 +27,12 @@ import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tunelab.errors import ModelError, ServeError
-from tunelab.infer.types import SamplingParams
+
+if TYPE_CHECKING:  # tunelab.infer imports torch; a fully cached evaluation never needs it
+    from tunelab.infer.types import SamplingParams
 
 Conversation = list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
@@ -101,10 +103,8 @@ def local_key(spec: str) -> tuple[str, str]:
     folder :func:`tunelab.models.resolve.resolve_model` gives (a GGUF file by the file itself,
     so its one-off conversion is not needed to know the key).
     """
-    from tunelab.infer.load import is_run_folder
-
     path = Path(spec).expanduser()
-    if is_run_folder(path):
+    if (path / "config.yaml").is_file():  # a run folder (tunelab.infer.load.is_run_folder, torch-free here)
         root = path.resolve()
         stats = _file_stats(root, root) + _file_stats(root / "adapter", root) + _file_stats(root / "model", root)
         kind, name = "run", root.name
@@ -180,8 +180,9 @@ class LocalModel:
                 row_seeds = None if seeds is None else [seeds[i] for i in rows]
                 self.generate_calls += 1
                 try:
-                    results = generate_batch(engine.model, engine.tokenizer, [prompts[i] for i in rows], params,
-                                             seeds=row_seeds)
+                    results = generate_batch(
+                        engine.model, engine.tokenizer, [prompts[i] for i in rows], params, seeds=row_seeds
+                    )
                     texts.update({i: r.text for i, r in zip(rows, results, strict=True)})
                 except ServeError:  # prompt/prefix-tuning adapters: one at a time, unmerged
                     for k, i in enumerate(rows):
@@ -227,27 +228,37 @@ class UrlModel:
         try:
             return self.client.request(method, path, **kwargs)
         except httpx.HTTPError as err:
-            raise ServeError(f"{self.base}{path}: {err}\n  fix: start the server (tunelab serve MODEL) or check the "
-                             "URL and port") from err
+            raise ServeError(
+                f"{self.base}{path}: {err}\n  fix: start the server (tunelab serve MODEL) or check the URL and port"
+            ) from err
 
     def _first_model(self) -> str:
         response = self._request("GET", "/v1/models")
         if response.status_code != 200 or not response.json().get("data"):
-            raise ServeError(f"{self.base}/v1/models answered {response.status_code}: {response.text[:200]}\n"
-                             "  fix: name the model in the URL: http://host:port/v1#MODEL-ID")
+            raise ServeError(
+                f"{self.base}/v1/models answered {response.status_code}: {response.text[:200]}\n"
+                "  fix: name the model in the URL: http://host:port/v1#MODEL-ID"
+            )
         return response.json()["data"][0]["id"]
 
     def _one(self, conversation: Conversation, params: SamplingParams, seed: int | None) -> str:
-        body = {"model": self.model_id, "messages": conversation, "max_tokens": params.max_new_tokens,
-                "temperature": params.temperature, "top_p": params.top_p}
+        body = {
+            "model": self.model_id,
+            "messages": conversation,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
         if params.stop:
             body["stop"] = list(params.stop)
         if seed is not None:
             body["seed"] = seed
         response = self._request("POST", "/v1/chat/completions", json=body)
         if response.status_code != 200:
-            raise ServeError(f"{self.base}/v1/chat/completions answered {response.status_code}: "
-                             f"{response.text[:200]}\n  fix: check the model id after '#' and the server's limits")
+            raise ServeError(
+                f"{self.base}/v1/chat/completions answered {response.status_code}: "
+                f"{response.text[:200]}\n  fix: check the model id after '#' and the server's limits"
+            )
         return response.json()["choices"][0]["message"].get("content") or ""
 
     def generate(
