@@ -24,9 +24,10 @@ depth-pruned model equal running its kept layers by hand (tests/compress/test_pr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tunelab.compress.calib import model_inputs, token_mask
 from tunelab.errors import ConfigError, ModelError
 
 
@@ -58,21 +59,6 @@ def text_config(model: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def _batch_inputs(batch: Any) -> dict[str, Any]:
-    """A calibration batch as model kwargs: a dict with ``input_ids`` (+ ``attention_mask``) or a (B, T) tensor."""
-    if isinstance(batch, Mapping) or hasattr(batch, "keys"):  # dict or BatchEncoding
-        return {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
-    return {"input_ids": batch}
-
-
-def _token_mask(inputs: dict[str, Any]) -> Any:
-    import torch
-
-    mask = inputs.get("attention_mask")
-    ids = inputs["input_ids"]
-    return torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # (B, T)
-
-
 def angular_distance(a: Any, b: Any) -> Any:
     """``arccos(cos(a, b)) / π`` along the last dimension, in [0, 1]; shape ``a.shape[:-1]``."""
     import torch
@@ -86,7 +72,8 @@ def layer_scores(model: Any, calib_batches: Iterable[Any]) -> list[float]:
 
     Args:
         model: a transformers causal LM (eval mode is set for the pass and restored).
-        calib_batches: dicts with ``input_ids`` (B, T) and optionally ``attention_mask`` (B, T),
+        calib_batches: dicts with ``input_ids`` (B, T) and optionally ``attention_mask`` (B, T)
+            (e.g. :meth:`tunelab.compress.calib.CalibrationSet.batches`, or a tokenizer's output),
             or bare (B, T) id tensors; padding tokens are excluded from the mean.
 
     Returns:
@@ -114,9 +101,8 @@ def layer_scores(model: Any, calib_batches: Iterable[Any]) -> list[float]:
     try:
         with torch.no_grad():
             for batch in calib_batches:
-                inputs = _batch_inputs(batch)
-                inputs = {k: v.to(model.device) for k, v in inputs.items()}
-                state["mask"] = _token_mask(inputs)
+                inputs = {k: v.to(model.device) for k, v in model_inputs(batch).items()}
+                state["mask"] = token_mask(inputs)
                 count += int(state["mask"].sum())
                 model(**inputs, use_cache=False)
     finally:

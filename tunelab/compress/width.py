@@ -1,0 +1,146 @@
+"""Width pruning: remove the MLP channels that contribute least on a calibration set.
+
+Paper: Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge Distillation"
+(Minitron, arXiv:2407.14679), §2.2: rank MLP neurons by their *activations* on a small
+calibration set (no gradients), prune, then recover with distillation. The SwiGLU MLP of a
+Llama-style model is ``down(act(gate(x)) ⊙ up(x))``; channel ``i`` of the intermediate
+activation ``a`` reaches the output only through column ``i`` of ``down``, as ``a_i · W_down[:, i]``.
+We score a channel by the size of that contribution over the calibration tokens,
+``‖a_i‖₂ · ‖W_down[:, i]‖₂`` (Minitron's activation norm, weighted by the column it multiplies,
+as Wanda weights |W| by the input norm: Sun et al. 2023, arXiv:2306.11695), and keep the same
+number of channels in every layer, because transformers' config has one ``intermediate_size``.
+
+Removing channel ``i`` deletes row ``i`` of ``gate`` and ``up`` and column ``i`` of ``down``: the
+pruned MLP computes exactly the original minus the removed channels' contributions (tested),
+and the smaller matrices shrink the file and the decode time (bench/prune.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tunelab.compress.calib import model_inputs, token_mask
+from tunelab.compress.prune import decoder_layers, text_config
+from tunelab.errors import ConfigError, ModelError
+
+#: The three projections of a gated MLP (Llama, Mistral, Qwen2, Gemma naming).
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def _mlp(layer: Any) -> Any:
+    mlp = getattr(layer, "mlp", None)
+    if mlp is None or not all(hasattr(mlp, name) for name in MLP_PROJECTIONS):
+        raise ModelError(
+            f"width pruning needs a gated MLP with {', '.join(MLP_PROJECTIONS)}; "
+            f"{type(layer).__name__} has {type(mlp).__name__}.\n  fix: use --method depth or magnitude"
+        )
+    return mlp
+
+
+def channel_importance(model: Any, calib_batches: Iterable[Any]) -> list[Any]:
+    """Per layer, a (intermediate_size,) tensor: ``‖a_i‖₂`` over real tokens times ``‖W_down[:, i]‖₂``.
+
+    Args:
+        model: a transformers causal LM with gated MLPs.
+        calib_batches: as for :func:`tunelab.compress.prune.layer_scores` (padding is excluded).
+    """
+    import torch
+
+    layers = decoder_layers(model)
+    mlps = [_mlp(layer) for layer in layers]
+    squares = [torch.zeros(mlp.down_proj.in_features, dtype=torch.float64) for mlp in mlps]
+    state: dict[str, Any] = {}
+
+    def hook(index: int):
+        def capture(module, args):
+            a = args[0][state["mask"]]  # (real tokens, I): the input of down_proj
+            squares[index] += a.double().pow(2).sum(0).cpu()
+
+        return capture
+
+    handles = [mlp.down_proj.register_forward_pre_hook(hook(i)) for i, mlp in enumerate(mlps)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in calib_batches:
+                inputs = {k: v.to(model.device) for k, v in model_inputs(batch).items()}
+                state["mask"] = token_mask(inputs)
+                model(**inputs, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    column_norms = [mlp.down_proj.weight.detach().double().norm(dim=0).cpu() for mlp in mlps]  # (I,)
+    return [(s.sqrt() * n).float() for s, n in zip(squares, column_norms, strict=True)]
+
+
+def channels_to_keep(scores: Sequence[Any], keep: int) -> list[Any]:
+    """Per layer, the sorted indices of the ``keep`` highest-scoring channels (ties: the lower index)."""
+    import torch
+
+    out = []
+    for s in scores:
+        order = torch.argsort(-s, stable=True)
+        out.append(torch.sort(order[:keep]).values)
+    return out
+
+
+def _narrow(linear: Any, index: Any, dim: int) -> Any:
+    """A new Linear keeping ``index`` along the weight's ``dim`` (0 = output rows, 1 = input columns)."""
+    import torch.nn as nn
+
+    weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device)).clone()
+    out_f, in_f = weight.shape
+    new = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    if linear.bias is not None:
+        bias = linear.bias.detach()
+        new.bias.data.copy_(bias.index_select(0, index.to(bias.device)) if dim == 0 else bias)
+    return new
+
+
+def prune_channels(model: Any, keep_index: Sequence[Any]) -> Any:
+    """Keep, in layer ``l``, the MLP channels ``keep_index[l]`` (same count in every layer); in place.
+
+    Rows of ``gate_proj``/``up_proj`` and columns of ``down_proj`` are removed together and
+    ``config.intermediate_size`` is set to the kept count, so ``save_pretrained`` writes a folder
+    plain ``AutoModelForCausalLM`` loads.
+    """
+    layers = decoder_layers(model)
+    sizes = {len(index) for index in keep_index}
+    if len(keep_index) != len(layers) or len(sizes) != 1:
+        raise ConfigError(
+            f"width pruning keeps one channel count in all {len(layers)} layers; got {sorted(sizes)} "
+            f"over {len(keep_index)} layers.\n  fix: pass one index list per layer, all of the same length"
+        )
+    keep = sizes.pop()
+    if keep < 1:
+        raise ConfigError("width pruning would keep no MLP channel.\n  fix: raise --keep")
+    for layer, index in zip(layers, keep_index, strict=True):
+        mlp = _mlp(layer)
+        mlp.gate_proj = _narrow(mlp.gate_proj, index, 0)
+        mlp.up_proj = _narrow(mlp.up_proj, index, 0)
+        mlp.down_proj = _narrow(mlp.down_proj, index, 1)
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = keep
+    text_config(model).intermediate_size = keep
+    return model
+
+
+def kept_width(intermediate_size: int, keep: float, multiple: int = 32) -> int:
+    """Channels kept for a ``keep`` fraction (0, 1], rounded to a ``multiple`` (GGUF blocks are 32 wide).
+
+    A ``keep`` above 1 is read as a channel count. Rounding never goes below one multiple nor
+    above the original size.
+    """
+    if keep <= 0:
+        raise ConfigError(f"--keep {keep}: must be a fraction in (0, 1] or a channel count.\n  fix: e.g. --keep 0.75")
+    target = keep if keep > 1 else keep * intermediate_size
+    if target > intermediate_size:
+        raise ConfigError(
+            f"--keep {keep}: more than the {intermediate_size} MLP channels the model has.\n  fix: pass a smaller value"
+        )
+    step = multiple if intermediate_size >= 2 * multiple else 1
+    return int(min(intermediate_size, max(step, round(target / step) * step)))
