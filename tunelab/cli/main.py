@@ -39,6 +39,8 @@ SUBCOMMANDS = [
     "tunelab.cli.examples_cmd",
     "tunelab.cli.scan_cmd",
     "tunelab.cli.redteam_cmd",
+    "tunelab.cli.eval_cmd",
+    "tunelab.cli.arena_cmd",
 ]
 
 
