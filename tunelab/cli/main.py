@@ -39,6 +39,7 @@ SUBCOMMANDS = [
     "tunelab.cli.examples_cmd",
     "tunelab.cli.scan_cmd",
     "tunelab.cli.redteam_cmd",
+    "tunelab.cli.prune_cmd",
     "tunelab.cli.eval_cmd",
     "tunelab.cli.arena_cmd",
 ]
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     _load_subcommands()
     width = _configure_help()
     try:
-        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False, **width)
+        # without standalone mode click returns typer.Exit(code)'s code instead of raising it
+        code = app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False, **width)
     except TunelabError as err:
         console.print(error_text(str(err)), highlight=False)
         return err.exit_code
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             err.show()
             return err.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,11 +92,16 @@ def get_check(name: str) -> Check:
 # --- value checks ------------------------------------------------------------------------------
 
 
+_BOOL_HINT = ' (YAML reads yes/no/true/false/on/off as booleans: quote it, value: "yes")'
+
+
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a text"
+    return None if isinstance(value, str) else "must be a text" + (_BOOL_HINT if isinstance(value, bool) else "")
 
 
 def _texts(value: Any) -> str | None:
+    if isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value):
+        return "must be a text" + _BOOL_HINT
     if isinstance(value, str) and value:
         return None
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):

@@ -49,14 +49,22 @@ class Graders:
         cache: where grades are kept.
         default_judge: judge model for ``judge`` assertions without ``model:`` (CLI ``--judge``).
         batch_size: answers per forward pass of a grading model.
+        judges: judge models already opened, by the spec assertions name them with.
     """
 
-    def __init__(self, cache: EvalCache, *, default_judge: str | None = None, batch_size: int = 8):
+    def __init__(
+        self,
+        cache: EvalCache,
+        *,
+        default_judge: str | None = None,
+        batch_size: int = 8,
+        judges: dict[str, Any] | None = None,
+    ):
         self.cache = cache
         self.default_judge = default_judge
         self.batch_size = batch_size
         self.graded = 0  #: grades computed (not from the cache)
-        self._judges: dict[str, Any] = {}
+        self._judges: dict[str, Any] = dict(judges or {})  # spec -> opened EvalModel
 
     def grade(self, requests: Sequence[GradeRequest]) -> list[Any]:
         from tunelab.evaluate.assertions import get_check

@@ -170,7 +170,7 @@ def substitute(text: str, variables: dict[str, Any], where: str) -> str:
             known = ", ".join(sorted(variables)) or "none"
             raise ConfigError(
                 f"{where}: variable '{{{{{name}}}}}' is not defined (defined: {known}).\n"
-                f"  fix: add {name}: ... under the case's vars (or the suite's vars), or escape the braces"
+                f"  fix: add {name}: ... under the case's vars (or the suite's vars), or remove the placeholder"
             )
         return str(variables[name])
 
