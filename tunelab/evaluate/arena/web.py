@@ -20,6 +20,10 @@ from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+
 from tunelab.evaluate.arena.judges import battles_from, vote_judgment
 from tunelab.evaluate.arena.ratings import leaderboard, models_of, win_rates
 from tunelab.evaluate.arena.run import Answer, read_answers
@@ -67,18 +71,17 @@ class PairPicker:
         return (right, left) if self.rng.random() < 0.5 else (left, right)
 
 
+class VoteIn(BaseModel):
+    """The body of ``POST /api/vote``."""
+
+    id: int
+    verdict: str
+
+
 def create_app(store: VoteStore, answers: list[Answer], *, rounds: int = 300, seed: int | None = None):
     """The vote page's app over ``store``, showing pairs of ``answers``."""
-    from fastapi import FastAPI, HTTPException, Request, Response
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from pydantic import BaseModel
-
     app = FastAPI(title="tunelab arena", docs_url=None, redoc_url=None, openapi_url=None)
     picker = PairPicker(answers, seed)
-
-    class VoteIn(BaseModel):
-        id: int
-        verdict: str
 
     def voter_of(request: Request, response: Response | None = None) -> str:
         voter = request.cookies.get(COOKIE)
