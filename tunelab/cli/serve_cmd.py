@@ -1,4 +1,4 @@
-"""``tunelab serve MODEL_OR_RUN [--adapter NAME=PATH ...] [--host] [--port] [--api-key] [--guardrail ...]``."""
+"""``tunelab serve MODEL_OR_RUN [--engine tunelab|llama.cpp|vllm] [--adapter NAME=PATH ...] [--host] [--port] ...``."""
 
 from __future__ import annotations
 
@@ -64,16 +64,27 @@ def register(app: typer.Typer) -> None:
         _list: bool = typer.Option(False, "--list-guardrails", is_eager=True, callback=list_guardrails,
                                    help="List the guardrails (stage, default action) and exit."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        engine: str = typer.Option(
+            "tunelab", "--engine",
+            help="tunelab (the run as trained, adapters unmerged) | llama.cpp (the run's GGUF export; fast on CPU) "
+                 "| vllm (the merged export on a CUDA GPU).",
+        ),
+        quant: str = typer.Option("f16", "--quant", help="--engine llama.cpp: the GGUF quantization to serve "
+                                  "(f16 | q8_0 | q4_0 | f32), exported into RUN/export/gguf-QUANT when absent."),
+        max_context: int = typer.Option(0, "--max-context", min=0, help="--engine llama.cpp/vllm: cap on the "
+                                        "context allocated up front (0: the model's, at most 8192 for llama.cpp)."),
         allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
-        from tunelab.infer import Speculation, load_engine
+        from tunelab.infer import Speculation
+        from tunelab.infer.engines import ENGINES, EngineOptions, load_backend
         from tunelab.models.safe_load import pickle_allowed
         from tunelab.security.guardrails import chain_from_cli
         from tunelab.serve import ServerSettings, create_app, run_server
         from tunelab.serve.bind import check_bind, is_loopback
         from tunelab.utils.log import console
 
+        ENGINES.canonical(engine)  # an unknown engine fails before anything loads
         key = api_key or os.environ.get("TUNELAB_API_KEY") or None
         check_bind(host, key, insecure_no_auth)  # before the model loads: fail in a second, not a minute
         guards = chain_from_cli(guardrail, guardrails_config)
@@ -83,12 +94,14 @@ def register(app: typer.Typer) -> None:
                                   max_body_bytes=max_body_bytes, max_prompts=max_prompts,
                                   max_request_tokens=max_request_tokens)
         with pickle_allowed(allow_pickle):
-            engine = load_engine(target, adapters, device=device, draft=draft, speculation=spec)
+            options = EngineOptions(adapters=adapters, device=device, draft=draft, speculation=spec, quant=quant,
+                                    max_context=max_context)
+            backend = load_backend(engine, target, options)
         if key is None and not is_loopback(host):
             console.print(f"[yellow]warning:[/yellow] --insecure-no-auth: listening on {host} without --api-key: "
                           "anyone who can reach it can use the model")
-        console.print(f"serving {', '.join(engine.model_ids())} on http://{host}:{port}/v1 "
-                      f"({'API key required' if key else 'no API key'})")
+        console.print(f"serving {', '.join(backend.model_ids())} on http://{host}:{port}/v1 "
+                      f"with {ENGINES.canonical(engine)} ({'API key required' if key else 'no API key'})")
         if guards:
             console.print("guardrails: " + ", ".join(f"{g['name']}={g['action']}" for g in guards.describe()))
-        run_server(create_app(engine, settings, guards), host, port, log_level="warning")
+        run_server(create_app(backend, settings, guards), host, port, log_level="warning")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -118,16 +119,7 @@ class Generator:
 
     def check_prompt(self, prompt: Sequence[int], params: SamplingParams) -> SamplingParams:
         """Refuse empty or over-long prompts; cap ``max_new_tokens`` at the context size."""
-        if not prompt:
-            raise ServeError("the prompt is empty: give at least one token")
-        room = self.max_context - len(prompt)
-        if room <= 0:
-            raise ServeError(f"the prompt has {len(prompt)} tokens; this model's context is {self.max_context}")
-        if params.max_new_tokens > room:
-            from dataclasses import replace
-
-            params = replace(params, max_new_tokens=room)
-        return params
+        return fit_prompt(prompt, params, self.max_context)
 
     def stream(
         self,
@@ -164,36 +156,71 @@ class Generator:
         timings = Timings(prompt_tokens=len(prompt))
         state = self._start_state(prompt, namespace, timings)
         drafter = make_drafter(spec, self.draft_model)
-        assembler = TextAssembler(self.tokenizer, params.stop)
-        generated: list[int] = []
-        finish: FinishReason = "length"
         steps = token_steps(state, prompt, params, self.eos, drafter, spec.num_tokens, make_generator(
             params.seed, state.device), timings)
-        try:
-            for new in steps:
-                if not generated:
-                    timings.time_to_first_token = time.perf_counter() - start
-                generated.extend(new)
-                delta = assembler.push([t for t in new if t not in self.eos])
-                if delta.text:
-                    yield delta.text
-                if delta.stopped or new[-1] in self.eos:
-                    finish = "stop"
-                    break
-                if cancel is not None and cancel():
-                    finish = "cancelled"
-                    break
-            tail = assembler.finish()
-            if tail.text:
-                yield tail.text
-        except GeneratorExit:  # the consumer stopped reading (client gone, stop button)
-            finish = "cancelled"
-            raise
-        finally:
-            steps.close()
-            timings.new_tokens = len(generated)
+
+        def finish() -> None:
             timings.forward_passes = state.forward_passes
-            timings.total = time.perf_counter() - start
             if self.prefix_cache is not None and state.cache is not None:
                 self.prefix_cache.store(namespace, state.tokens, state.cache)
-            stream.result = GenerationResult(generated, assembler.text, finish, timings)
+
+        yield from text_deltas(stream, steps, self.tokenizer, self.eos, params.stop, cancel, timings, start, finish)
+
+
+def fit_prompt(prompt: Sequence[int], params: SamplingParams, max_context: int) -> SamplingParams:
+    """Refuse an empty prompt or one that fills the context; cap ``max_new_tokens`` at the room left."""
+    if not prompt:
+        raise ServeError("the prompt is empty: give at least one token")
+    room = max_context - len(prompt)
+    if room <= 0:
+        raise ServeError(f"the prompt has {len(prompt)} tokens; this model's context is {max_context}")
+    return replace(params, max_new_tokens=room) if params.max_new_tokens > room else params
+
+
+def text_deltas(
+    stream: GenerationStream,
+    steps: Iterator[list[int]],
+    tokenizer,
+    eos: frozenset[int],
+    stop: Sequence[str],
+    cancel: Callable[[], bool] | None,
+    timings: Timings,
+    start: float,
+    on_end: Callable[[], None] | None = None,
+) -> Iterator[str]:
+    """Turn decided tokens into final text deltas; set ``stream.result`` when done.
+
+    Every engine (tunelab's loop, llama.cpp, vLLM) feeds its tokens through here, so EOS, stop
+    strings, multi-byte characters, cancellation and timings behave the same whichever decodes.
+    ``steps`` yields the newly decided tokens after each forward pass (EOS included, then ends).
+    """
+    assembler = TextAssembler(tokenizer, stop)
+    generated: list[int] = []
+    finish: FinishReason = "length"
+    try:
+        for new in steps:
+            if not generated:
+                timings.time_to_first_token = time.perf_counter() - start
+            generated.extend(new)
+            delta = assembler.push([t for t in new if t not in eos])
+            if delta.text:
+                yield delta.text
+            if delta.stopped or new[-1] in eos:
+                finish = "stop"
+                break
+            if cancel is not None and cancel():
+                finish = "cancelled"
+                break
+        tail = assembler.finish()
+        if tail.text:
+            yield tail.text
+    except GeneratorExit:  # the consumer stopped reading (client gone, stop button)
+        finish = "cancelled"
+        raise
+    finally:
+        steps.close()  # type: ignore[attr-defined]
+        timings.new_tokens = len(generated)
+        timings.total = time.perf_counter() - start
+        if on_end is not None:
+            on_end()
+        stream.result = GenerationResult(generated, assembler.text, finish, timings)

@@ -27,7 +27,43 @@ class ChatMessage:
     content: str
 
 
-class Engine:
+class ServedTokenizer:
+    """Text ↔ token ids for a served model: its tokenizer, its chat template, its served ids.
+
+    Every engine (tunelab's own, llama.cpp, vLLM) renders and tokenizes prompts through this,
+    with the run's tokenizer and trained template, so they all see identical prompt token ids.
+    Subclasses set ``tokenizer`` and ``served`` (model id → adapter name or None).
+    """
+
+    tokenizer: object
+    served: dict[str, str | None]
+
+    def model_ids(self) -> list[str]:
+        return list(self.served)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Render ``messages`` with the tokenizer's chat template, ready for the assistant turn."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ServeError(
+                "this tokenizer has no chat template, so chat requests cannot be rendered.\n"
+                "  fix: use /v1/completions, or serve a run whose tokenizer carries a chat template"
+            )
+        rows = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _check(self, model_id: str) -> None:
+        if model_id not in self.served:
+            raise ServeError(f"unknown model '{model_id}'; served: {', '.join(self.served)}")
+
+
+class Engine(ServedTokenizer):
     """A model, its tokenizer and the names it is served under.
 
     Args:
@@ -61,9 +97,6 @@ class Engine:
 
     # --- what the server needs (tunelab.serve.backend.Backend) ---------------------------
 
-    def model_ids(self) -> list[str]:
-        return list(self.served)
-
     @property
     def max_context(self) -> int:
         return self.generator.max_context
@@ -76,23 +109,6 @@ class Engine:
     @property
     def prefix_cache(self) -> PrefixCache | None:
         return self.generator.prefix_cache
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render ``messages`` with the tokenizer's chat template, ready for the assistant turn."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ServeError(
-                "this tokenizer has no chat template, so chat requests cannot be rendered.\n"
-                "  fix: use /v1/completions, or serve a run whose tokenizer carries a chat template"
-            )
-        rows = [{"role": m.role, "content": m.content} for m in messages]
-        text = self.tokenizer.apply_chat_template(rows, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def stream(
         self,
@@ -127,10 +143,6 @@ class Engine:
             return token_logprobs(self.model, self.tokenizer, ids, top)
 
     # --- adapters -------------------------------------------------------------------------
-
-    def _check(self, model_id: str) -> None:
-        if model_id not in self.served:
-            raise ServeError(f"unknown model '{model_id}'; served: {', '.join(self.served)}")
 
     @contextlib.contextmanager
     def use(self, model_id: str) -> Iterator[None]:

@@ -51,6 +51,18 @@ def adapter_folder(path: str | Path) -> Path:
     return folder
 
 
+def run_tokenizer(run_dir: Path):
+    """The tokenizer saved with the run, carrying the chat template it was trained with."""
+    from tunelab.models.load import load_tokenizer, use_trained_template
+    from tunelab.models.merge import run_config
+
+    config = run_config(run_dir)
+    folder = run_dir / "model" if (run_dir / "model").is_dir() else run_dir / "adapter"
+    tokenizer = load_tokenizer(folder, trust_remote_code=config.model.trust_remote_code)
+    use_trained_template(run_dir, config, tokenizer)
+    return tokenizer
+
+
 def _load_base(target: str, device: str):
     """``(model, tokenizer, served)`` for a run folder or a model name/folder."""
     from tunelab.config import ModelArgs
