@@ -36,9 +36,10 @@ def test_each_methods_fields_are_listed():
     assert "  method_args.reward_function  str | None  default: null" in out.stdout
     assert "  method_args.rollout_batch_size  int  default: 16" in out.stdout
     every = {row.group for row in explain("method_args")}
-    methods = ("dpo", "simpo", "orpo", "kto", "reward", "ppo")  # sft has no options
+    methods = ("dpo", "simpo", "orpo", "kto", "reward", "ppo", "distill")  # sft has no options
     assert every == {"run"} | {f"method_args (method: {m})" for m in methods}  # run: the method_args key itself
     assert "method_args.sft: no fields" in _cli("config", "explain", "method_args.sft").stdout
+    assert "  method_args.teacher  str  default: (required)" in _cli("config", "explain", "method_args.distill").stdout
 
 
 def test_unknown_section_is_an_error_listing_sections():

@@ -92,20 +92,19 @@ def test_optimizer_names_agree_config_loop_planner():
 
 
 def test_method_names_agree_config_loop_args_planner():
-    """The loop, its method_args schemas and the config accept the same methods; the planner
-    models every one of them plus ``distill`` (ahead of the loop), and takes ``ipo`` as an alias of
-    dpo (it is dpo's ``loss: ipo``)."""
+    """The loop, its method_args schemas, the config and the planner accept the same methods;
+    the planner takes ``ipo`` as an alias of dpo (it is dpo's ``loss: ipo``)."""
     from tunelab.config import load_config
     from tunelab.memory.training import METHODS as PLANNER
     from tunelab.methods import METHODS
     from tunelab.methods.args import METHOD_ARGS
 
-    assert METHODS.names() == METHOD_ARGS.names() == ["sft", "dpo", "simpo", "orpo", "kto", "reward", "ppo"]
+    assert METHODS.names() == METHOD_ARGS.names() == ["sft", "dpo", "simpo", "orpo", "kto", "reward", "ppo", "distill"]
     for name in METHODS:
         assert name in PLANNER
-        args = {"reward_function": "answer_format"} if name == "ppo" else {}
+        args = {"ppo": {"reward_function": "answer_format"}, "distill": {"teacher": "tiny"}}.get(name, {})
         assert load_config(None, [f"method={name}"], base={"method_args": args}).method == name
-    assert set(PLANNER.names()) - set(METHODS.names()) == {"distill"}
+    assert set(PLANNER.names()) == set(METHODS.names())
     assert PLANNER.aliases() == {"ipo": "dpo"}
     with pytest.raises(ConfigError, match="did you mean 'dpo'"):
         load_config(None, ["method=dpoo"])

@@ -36,6 +36,13 @@ def _precision(config: RunConfig, device: str) -> str:
     return planner_precision(weights, compute)
 
 
+def _teacher_arch(config: RunConfig):
+    """The distillation teacher's architecture (``method_args.teacher``), held frozen beside the student."""
+    if config.method != "distill":
+        return None
+    return load_model_source(config.method_args["teacher"]).arch
+
+
 def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
     """The :class:`TrainSpec` of a run config on ``device`` (``cpu`` or ``cuda``)."""
     a, t = config.adapter, config.training
@@ -65,6 +72,7 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
         device="cuda" if device == "cuda" else "cpu",
         # what the method's typed args say the reference costs: none for reference-free losses
         reference=planner_reference(config.method, config.method_args),
+        teacher_arch=_teacher_arch(config),
         # tunelab's own loop: its profile's mechanisms (e.g. peft's fp32 upcast of a quantized base)
         **mechanism_fields(find_profile(DEFAULT_PROFILE).values(config.model.quantization != "none")),
     )

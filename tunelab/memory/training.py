@@ -179,8 +179,7 @@ def _distill(spec: TrainSpec) -> MethodShape:
 
 
 #: method -> what it adds to the plan. The loop's methods (tunelab.methods.METHODS) under the
-#: same names, ``ipo`` as an alias of dpo (it is dpo's ``loss: ipo``), and ``distill``, modelled
-#: ahead of the loop (tests/test_registry.py states the difference).
+#: same names, and ``ipo`` as an alias of dpo (it is dpo's ``loss: ipo``; tests/test_registry.py).
 METHODS: Registry[Callable[[TrainSpec], MethodShape]] = Registry("method", key="--method")
 METHODS.register("sft", _sft)
 METHODS.register("dpo", _pairwise, aliases=("ipo",))

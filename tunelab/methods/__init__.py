@@ -19,6 +19,7 @@ METHODS.lazy("orpo", "tunelab.methods.preference:ORPO")
 METHODS.lazy("kto", "tunelab.methods.kto:KTO")
 METHODS.lazy("reward", "tunelab.methods.reward:RewardModel")
 METHODS.lazy("ppo", "tunelab.methods.ppo:PPO")
+METHODS.lazy("distill", "tunelab.methods.distill:Distill")
 
 
 def get_method(name: str) -> type:

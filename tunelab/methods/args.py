@@ -12,7 +12,7 @@ planner's method table in agreement.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -135,6 +135,28 @@ class PPOArgs(MethodArgs):
         return "adapter"
 
 
+class DistillArgs(MethodArgs):
+    """``method_args`` of ``method: distill`` (the student is ``model``, trained on ``data``).
+
+    The ``loss`` names are those of :data:`tunelab.methods.distill_losses.DIVERGENCES` (torch);
+    a test keeps the two in agreement.
+    """
+
+    teacher: str = Field(
+        ..., description="Teacher: a model name, model folder or run folder sharing the student's tokenizer."
+    )
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="forward_kl KL(teacher||student), reverse_kl KL(student||teacher), jsd (with beta)."
+    )
+    beta: float = Field(0.5, ge=0, le=1, description="jsd: teacher weight in the mixture (0 forward, 1 reverse KL).")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of both distributions (loss scaled by T^2).")
+    alpha: float = Field(0.0, ge=0, le=1, description="Weight of the SFT cross-entropy on the labels (1 - alpha: KD).")
+    teacher_logits: Literal["online", "cache"] = Field(
+        "online", description="online: teacher forward every step; cache: top-k once to <run>/teacher_topk.safetensors."
+    )
+    top_k: int = Field(32, ge=1, description="cache: teacher tokens kept per position (the rest is one bucket).")
+
+
 #: method name → its ``method_args`` schema (same names as :data:`tunelab.methods.METHODS`).
 METHOD_ARGS: Registry[type[MethodArgs]] = Registry("method", key="method")
 METHOD_ARGS.register("sft", SFTArgs)
@@ -144,6 +166,7 @@ METHOD_ARGS.register("orpo", ORPOArgs)
 METHOD_ARGS.register("kto", KTOArgs)
 METHOD_ARGS.register("reward", RewardArgs)
 METHOD_ARGS.register("ppo", PPOArgs)
+METHOD_ARGS.register("distill", DistillArgs)
 
 
 def problem_lines(schema: type[BaseModel], errors: list[dict[str, Any]], prefix: str = "method_args") -> list[str]:
@@ -189,7 +212,8 @@ def parse_method_args(method: str, raw: dict[str, Any]) -> MethodArgs:
 def planner_reference(method: str, raw: dict[str, Any]) -> str:
     """``TrainSpec.reference`` of a run of ``method`` with ``method_args`` ``raw``.
 
-    Methods the planner models ahead of the loop (``ipo`` as a name, ``distill``) get
-    ``"adapter"``, the planner's default.
+    A name only the planner knows (``ipo``, dpo's ``loss: ipo``) gets ``"adapter"``, the
+    planner's default. Distillation's teacher is not a reference: the planner holds it as its own
+    frozen model (``TrainSpec.teacher_arch``).
     """
     return parse_method_args(method, raw).reference() if method in METHOD_ARGS else "adapter"
