@@ -10,7 +10,7 @@ from rich.console import Console
 
 from tunelab.train.progress import StepProgress, clock_text, track_items
 
-LINE = re.compile(r"^step \d+/\d+ loss \d+\.\d{4} tok/s \d+ elapsed \d+:\d\d:\d\d ETA \d+:\d\d:\d\d$")
+LINE = re.compile(r"^step \d+/\d+ loss \d+\.\d{4} tok/s \d+( mfu \d+\.\d%)? elapsed \d+:\d\d:\d\d ETA \d+:\d\d:\d\d$")
 
 
 class FakeClock:
@@ -59,6 +59,15 @@ def test_plain_lines_every_interval_when_steps_are_slow():
     assert lines[0] == "step 11/1000 loss 2.0000 tok/s 5 elapsed 0:00:25 ETA 6:52:05"  # 25 s x 989 steps
 
 
+def test_plain_line_shows_mfu_as_a_percentage():
+    console, out = pipe_console()
+    clock = FakeClock()
+    with StepProgress(2, 0, console=console, clock=clock) as progress:
+        clock.now += 3.0
+        progress.update(1, 1.5, 100.0, 0.1234)
+    assert out.getvalue().splitlines() == ["step 1/2 loss 1.5000 tok/s 100 mfu 12.3% elapsed 0:00:03 ETA 0:00:03"]
+
+
 def test_terminal_keeps_the_bar():
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100)
@@ -91,7 +100,7 @@ def test_a_training_run_with_stderr_captured_prints_progress_lines(make_config, 
     err = capfd.readouterr().err
     steps = [line for line in err.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["1/4", "2/4", "3/4", "4/4"]
-    assert all(LINE.match(line) for line in steps), steps
+    assert all(LINE.match(line) and " mfu " in line for line in steps), steps
 
 
 def test_quickstart_scoring_prints_plain_lines(tiny_path, capfd):

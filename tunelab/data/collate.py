@@ -40,3 +40,14 @@ def collate_rows(rows: Sequence[Row], pad_id: int | None) -> dict[str, torch.Ten
         position_ids[b, n:] = torch.arange(width - n)
         attention_mask[b, :n] = 1
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": attention_mask}
+
+
+def example_lengths(rows: Sequence[Row]) -> list[int]:
+    """Token count of every example in ``rows``: a packed row holds one per restart of its
+    ``position_ids`` at 0 (what the FLOP count of a step needs: attention is per example)."""
+    out: list[int] = []
+    for row in rows:
+        starts = [i for i, p in enumerate(row.position_ids) if p == 0] or [0]
+        ends = [*starts[1:], len(row.input_ids)]
+        out += [end - start for start, end in zip(starts, ends, strict=True)]
+    return out

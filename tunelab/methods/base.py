@@ -43,6 +43,9 @@ class Method:
     name: ClassVar[str] = "base"
     #: True when the method needs the frozen reference (adapter disabled or a second model).
     needs_reference: ClassVar[bool] = False
+    #: True when its loss only calls the model's forward (so DDP can synchronise it): multi-process
+    #: training (tunelab/train/distributed.py) refuses the others.
+    multi_process: ClassVar[bool] = True
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir: Path):
         self.config = config
@@ -74,6 +77,27 @@ class Method:
         multiplies by this one, so micro-batch 1 x accumulation 4 equals 4 x 1 exactly.
         """
         return 1.0
+
+    def example_lengths(self, batch: Batch) -> list[int]:
+        """Non-padding token count of each example a micro-batch trains on.
+
+        The loop's tokens/s and model FLOPs (:mod:`tunelab.train.flops`: attention is per
+        example) read it. Default: a collated ``_lengths`` list (packed rows), else the row
+        sums of ``attention_mask``, else every row's full width.
+        """
+        if "_lengths" in batch:
+            return list(batch["_lengths"])
+        mask, ids = batch.get("attention_mask"), batch.get("input_ids")
+        if isinstance(mask, Tensor):
+            return [int(n) for n in mask.sum(-1).tolist()]
+        if isinstance(ids, Tensor):
+            return [int(ids.shape[-1])] * int(ids.shape[0])
+        return []
+
+    def frozen_forward_lengths(self, batch: Batch) -> list[int]:
+        """Examples of ``batch`` that ``loss`` also ran through a forward without gradients
+        (a reference model evaluated on the fly); counted in the step's model FLOPs."""
+        return []
 
     # -- hooks with defaults ----------------------------------------------------------
     def before_training(self, model: nn.Module, datasets: Datasets) -> None:

@@ -105,6 +105,10 @@ class Preference(Method):
     def batch_weight(self, batch: Batch) -> float:
         return batch["input_ids"].shape[0] / 2
 
+    def frozen_forward_lengths(self, batch: Batch) -> list[int]:
+        on_the_fly = self.spec.needs_reference and "ref_logps" not in batch
+        return self.example_lengths(batch) if on_the_fly else []
+
     # -- math -------------------------------------------------------------------------
     def pair_logps(self, model: nn.Module, batch: Batch) -> PairLogps:
         """Policy (and reference) log-probs of the batch's chosen and rejected completions."""

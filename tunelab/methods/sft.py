@@ -59,8 +59,10 @@ class SFT(Method):
 
     def collate(self, items: list) -> Batch:
         from tunelab.data import collate_rows
+        from tunelab.data.collate import example_lengths
 
         batch = collate_rows(items, self.tokenizer.pad_token_id)
+        batch["_lengths"] = example_lengths(items)  # read by the loop (tokens/s, FLOPs), not the model
         if self.uses_position_ids:
             batch.pop("attention_mask")
         else:
@@ -71,7 +73,7 @@ class SFT(Method):
         return float((batch["labels"][:, 1:] != -100).sum())
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("_")}
         logits = model(**inputs, use_cache=False).logits  # a cache would merge packed examples
         # Prompt tuning returns logits for its virtual tokens too; keep the last T positions.
         logits = logits[:, -batch["labels"].shape[1] :, :]

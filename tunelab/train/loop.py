@@ -30,6 +30,7 @@ from tunelab.config import RunConfig, save_config
 from tunelab.errors import CheckpointError, ConfigError, TrainingError
 from tunelab.methods import get_method
 from tunelab.methods.base import Batch, Datasets, Method
+from tunelab.models.precision import choose_precision
 from tunelab.train.checkpoint import (
     TrainState,
     complete_checkpoints,
@@ -38,6 +39,7 @@ from tunelab.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from tunelab.train.flops import FlopsModel, mfu
 from tunelab.train.metrics import MetricsLog, plot_curves, tracker_config
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.progress import StepProgress
@@ -144,6 +146,9 @@ class StepOutcome:
     metrics: dict[str, float]
     tokens: int
     finite: bool
+    #: non-padding length of every trained example, and of those that also ran a frozen forward (FLOPs)
+    lengths: list[int] = field(default_factory=list)
+    frozen_lengths: list[int] = field(default_factory=list)
 
 
 def _micro_batches(method: Method, model, step: int, sampler: ResumableSampler, train_items, config) -> list[Batch]:
@@ -162,6 +167,8 @@ def _forward_backward(method: Method, model, batches: list[Batch], accelerator) 
     weights = [float(method.batch_weight(b)) for b in batches]
     total_w = sum(weights) or 1.0
     loss_sum, tokens, merged = 0.0, 0, {}
+    lengths: list[int] = []
+    frozen: list[int] = []
     for batch, w in zip(batches, weights, strict=True):
         batch = _to_device(batch, accelerator.device)
         with accelerator.autocast():
@@ -170,12 +177,12 @@ def _forward_backward(method: Method, model, batches: list[Batch], accelerator) 
             return StepOutcome(float(loss.detach()), metrics, tokens, finite=False)
         accelerator.backward(loss * (w / total_w))
         loss_sum += float(loss.detach()) * w
-        if isinstance(batch.get("input_ids"), torch.Tensor):
-            mask = batch.get("attention_mask")
-            tokens += int(mask.sum()) if isinstance(mask, torch.Tensor) else batch["input_ids"].numel()
+        lengths += method.example_lengths(batch)
+        frozen += method.frozen_forward_lengths(batch)
+        tokens = sum(lengths)
         for k, v in metrics.items():
             merged[k] = merged.get(k, 0.0) + float(v) * w / total_w
-    return StepOutcome(loss_sum / total_w, merged, tokens, finite=True)
+    return StepOutcome(loss_sum / total_w, merged, tokens, finite=True, lengths=lengths, frozen_lengths=frozen)
 
 
 def _evaluate(method: Method, model, items, config: RunConfig, accelerator) -> dict[str, float]:
@@ -280,6 +287,8 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         metrics=metrics,
         params=params,
         start_time=start_time,
+        flops=FlopsModel.of(accelerator.unwrap_model(model)),
+        peak_gflops=choose_precision(args.precision, accelerator.device.type).peak_gflops,
     )
     method.before_training(model, datasets)
     if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
@@ -307,6 +316,8 @@ class RunContext:
     metrics: MetricsLog
     params: list[torch.nn.Parameter]
     start_time: float
+    flops: FlopsModel | None = None  #: the model's FLOP count per step (MFU)
+    peak_gflops: float = 0.0  #: measured peak of the run's dtype (the precision probe)
 
 
 def _run_steps(ctx: RunContext) -> float | None:
@@ -338,11 +349,14 @@ def _run_steps(ctx: RunContext) -> float | None:
             last_loss = outcome.loss
             now = time.time()
             tok_s = outcome.tokens / max(now - step_time, 1e-9)
+            step_flops = ctx.flops.step_flops(outcome.lengths, outcome.frozen_lengths) if ctx.flops else 0.0
+            step_mfu = mfu(step_flops, now - step_time, ctx.peak_gflops)
             step_time = now
             scale = {"loss_scale": scaler.get_scale()} if scaler is not None else {}
             record = {"step": state.step, "loss": outcome.loss, "lr": lr, "grad_norm": norm, "tokens_per_s": tok_s}
+            record["mfu"] = step_mfu  # model FLOPs utilisation, tunelab/train/flops.py
             _after_step(ctx, {**record, **scale, **outcome.metrics})
-            progress.update(state.step, outcome.loss, tok_s)
+            progress.update(state.step, outcome.loss, tok_s, step_mfu)
     return last_loss
 
 

@@ -2,7 +2,7 @@
 
 A bar redraws itself with control codes, so when stderr is a file or pipe (CI logs, ``nohup``,
 ``make demo > log``) rich prints nothing until the end. There a run prints a plain line
-instead (``step 5/30 loss 1.2345 tok/s 812 elapsed 0:00:12 ETA 0:01:00``) on the first and
+instead (``step 5/30 loss 1.2345 tok/s 812 mfu 31.0% elapsed 0:00:12 ETA 0:01:00``) on the first and
 last step and every N steps or every ``interval_s`` seconds, whichever comes first.
 """
 
@@ -79,13 +79,14 @@ class StepProgress:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[tok_s]} tok/s"),
+            TextColumn("MFU {task.fields[mfu]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
         )
-        self._task = self._progress.add_task("train", total=total, completed=start, loss="-", tok_s="-")
+        self._task = self._progress.add_task("train", total=total, completed=start, loss="-", tok_s="-", mfu="-")
 
     def __enter__(self) -> StepProgress:
         if self._lines is None:
@@ -96,13 +97,15 @@ class StepProgress:
         if self._lines is None:
             self._progress.stop()
 
-    def update(self, step: int, loss: float, tok_s: float) -> None:
+    def update(self, step: int, loss: float, tok_s: float, mfu: float | None = None) -> None:
+        """``mfu``: model FLOPs utilisation of the step as a fraction (tunelab/train/flops.py)."""
+        util = "-" if mfu is None else f"{100 * mfu:.1f}%"
         if self._lines is None:
-            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", mfu=util)
         elif self._lines.due(step):
-            _plain(
-                self.console, f"step {step}/{self.total} loss {loss:.4f} tok/s {tok_s:.0f} {self._lines.timing(step)}"
-            )
+            mfu_text = "" if mfu is None else f" mfu {util}"
+            text = f"step {step}/{self.total} loss {loss:.4f} tok/s {tok_s:.0f}{mfu_text} {self._lines.timing(step)}"
+            _plain(self.console, text)
 
 
 def track_items(items: Sequence[T], description: str, *, console: Console | None = None, **plain) -> Iterator[T]:
