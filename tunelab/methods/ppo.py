@@ -71,6 +71,7 @@ def response_mask(response: Tensor, eos_ids: set[int]) -> Tensor:
 
 class PPO(Method):
     name = "ppo"
+    multi_process = False  # rollouts generate per rank (unequal forwards) and run the body past DDP
     needs_reference = True
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):

@@ -54,7 +54,14 @@ class Reference:
                 p.requires_grad_(False)
 
     def logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        """(B,) summed completion log-probs under the reference; no gradient."""
+        """(B,) summed completion log-probs under the reference; no gradient.
+
+        Under DDP the adapter-off pass runs on the wrapped module: it has no gradient to synchronise.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
         if self.frozen is not None:
             with torch.no_grad():
                 return completion_logps(self.frozen, batch)[0]

@@ -44,6 +44,7 @@ def sequence_scores(model: nn.Module, head: ScalarHead, ids: Tensor, mask: Tenso
 
 class RewardModel(Method):
     name = "reward"
+    multi_process = False  # the scalar head runs the decoder body directly, past DDP's forward
 
     def __init__(self, config, model: nn.Module, tokenizer, run_dir):
         super().__init__(config, model, tokenizer, run_dir)

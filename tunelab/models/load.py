@@ -265,7 +265,9 @@ def use_trained_template(run_dir: Path, config: RunConfig, tokenizer) -> RunConf
 TRAINED_TEMPLATE = "chat_template.jinja"
 
 
-def save_trained(model, tokenizer, folder: Path, adapter_type: str, *, data: DataArgs | None = None) -> None:
+def save_trained(
+    model, tokenizer, folder: Path, adapter_type: str, *, data: DataArgs | None = None, state_dict: dict | None = None
+) -> None:
     """Save an adapter (peft format) or a full model, with tokenizer, chat template and generation config.
 
     With ``data`` (the run's data section), the chat template saved with the tokenizer is the one
@@ -273,9 +275,12 @@ def save_trained(model, tokenizer, folder: Path, adapter_type: str, *, data: Dat
     the model's own or a Jinja file, with the system prompt), and a copy goes to
     ``folder.parent / chat_template.jinja`` (``folder`` is ``RUN/adapter`` or ``RUN/model``). Chat,
     serve, reward scoring and every export read it from there, so they render prompts as training did.
+    ``state_dict``: full weights gathered from FSDP / DeepSpeed ZeRO-3 shards (the loop's
+    :func:`tunelab.train.distributed.full_state`); ``None`` saves the model's own.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    extra = {} if state_dict is None else {"state_dict": state_dict}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
     if adapter_type not in ("freeze", "full"):
         # peft writes only the adapter; keep the generation config (EOS ids) beside it.
         base = model.get_base_model()

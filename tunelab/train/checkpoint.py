@@ -64,6 +64,31 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def gathered_trainable(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trainable entries of a gathered full state dict, under the unwrapped model's names.
+
+    FSDP names a parameter with its wrappers' prefixes; they are dropped so that the names match
+    ``model.named_parameters()`` of a plain model (and :func:`load_checkpoint`).
+    """
+    wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+    def plain(name: str) -> str:
+        for prefix in wrappers:
+            name = name.replace(prefix, "")
+        return name
+
+    full = {plain(k): v for k, v in weights.items()}
+    names = [plain(n) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n in names if n not in full]
+    if missing:
+        raise CheckpointError(
+            f"the gathered state dict lacks {len(missing)} trainable parameter(s) (e.g. {missing[0]}).\n"
+            "  fix: save full state: fsdp_state_dict_type FULL_STATE_DICT, or DeepSpeed ZeRO-3 with "
+            "stage3_gather_16bit_weights_on_model_save: true (presets/examples/accelerate/)"
+        )
+    return {n: full[n].detach().to("cpu").contiguous().clone() for n in names}
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as fh:
@@ -75,14 +100,21 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(root: Path, model: nn.Module, state: TrainState, keep_last: int) -> Path:
-    """Write ``root/step-N`` atomically and keep only the newest ``keep_last`` complete ones."""
+def save_checkpoint(
+    root: Path, model: nn.Module, state: TrainState, keep_last: int, *, weights: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write ``root/step-N`` atomically and keep only the newest ``keep_last`` complete ones.
+
+    ``weights``: the full state dict gathered from shards (FSDP / DeepSpeed ZeRO-3); its trainable
+    entries are saved, so the checkpoint loads in one process like any other.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.step}"
     tmp = root / f"step-{state.step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    trainable = trainable_state(model) if weights is None else gathered_trainable(model, weights)
+    save_file(trainable, str(tmp / "trainable.safetensors"))
     save_state(state.__dict__, tmp)
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)

@@ -9,10 +9,17 @@ and batches into a loss.
 Gradient accumulation is exact: every micro-batch loss is a mean over its own weight (tokens
 or pairs), so it is rescaled by ``weight / step_total`` before ``backward``; micro-batch 1 x
 accumulation 4 then equals micro-batch 4 x accumulation 1 up to float rounding.
+
+The loop is rank-aware (:mod:`tunelab.train.distributed`): under ``--nproc N`` / ``accelerate
+launch`` every process runs it on its shard of the shared sample order, the step total is the
+global one, gradients are synchronised on the last micro-batch only, metrics are reduced over
+ranks, and only the main process writes the run folder; N processes equal one process with the
+same global batch (tests/train/test_ddp.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -25,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from tunelab.config import RunConfig, save_config
 from tunelab.errors import CheckpointError, ConfigError, TrainingError
 from tunelab.methods import get_method
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.models.precision import choose_precision
+from tunelab.train import distributed
 from tunelab.train.checkpoint import (
     TrainState,
     complete_checkpoints,
@@ -39,6 +48,7 @@ from tunelab.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from tunelab.train.distributed import Ranks
 from tunelab.train.flops import FlopsModel, mfu
 from tunelab.train.metrics import MetricsLog, plot_curves, tracker_config
 from tunelab.train.optim import build_optimizer, build_scheduler
@@ -70,10 +80,10 @@ class RunResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def _run_dir(config: RunConfig, resume: bool) -> Path:
-    if config.name is None:
+def _run_dir(config: RunConfig, resume: bool, ranks: Ranks) -> Path:
+    if config.name is None:  # the main process's stamp, so every rank names the same folder
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        config.name = f"{config.method}-{config.adapter.type}-{stamp}"
+        config.name = distributed.broadcast(f"{config.method}-{config.adapter.type}-{stamp}", ranks)
     run_dir = config.run_dir()
     started = run_dir.exists() and (complete_checkpoints(run_dir / "checkpoints") or (run_dir / "result.json").exists())
     if started and not resume:
@@ -81,7 +91,9 @@ def _run_dir(config: RunConfig, resume: bool) -> Path:
             f"run folder {run_dir} already holds a run.\n"
             f"  fix: continue it with --resume, or start a new one with name=<new-name>"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(ranks)  # every rank has checked the folder before the main one writes to it
     return run_dir
 
 
@@ -162,27 +174,38 @@ def _micro_batches(method: Method, model, step: int, sampler: ResumableSampler, 
     ]
 
 
-def _forward_backward(method: Method, model, batches: list[Batch], accelerator) -> StepOutcome:
-    """Accumulate gradients of one optimizer step; losses weighted exactly by batch weights."""
+def _forward_backward(method: Method, model, batches: list[Batch], accelerator, ranks: Ranks) -> StepOutcome:
+    """Accumulate gradients of one optimizer step; losses weighted exactly by batch weights.
+
+    With several processes the step total is the global one and gradients are synchronised on
+    the last micro-batch only (``accelerator.no_sync`` before); a rank whose loss is not finite
+    still runs every backward (times 0), so that the ranks' collectives stay matched.
+    """
     weights = [float(method.batch_weight(b)) for b in batches]
-    total_w = sum(weights) or 1.0
+    total_w = distributed.all_sum(sum(weights), ranks, accelerator.device) or 1.0
+    finite = True
     loss_sum, tokens, merged = 0.0, 0, {}
     lengths: list[int] = []
     frozen: list[int] = []
-    for batch, w in zip(batches, weights, strict=True):
+    for i, (batch, w) in enumerate(zip(batches, weights, strict=True)):
         batch = _to_device(batch, accelerator.device)
-        with accelerator.autocast():
-            loss, metrics = method.loss(model, batch)
-        if not torch.isfinite(loss.detach()):
-            return StepOutcome(float(loss.detach()), metrics, tokens, finite=False)
-        accelerator.backward(loss * (w / total_w))
+        sync = contextlib.nullcontext() if i == len(batches) - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                loss, metrics = method.loss(model, batch)
+            if not torch.isfinite(loss.detach()):
+                if ranks.world == 1:
+                    return StepOutcome(float(loss.detach()), metrics, tokens, finite=False)
+                finite = False
+            accelerator.backward(loss * (distributed.loss_scale(w, total_w, ranks) if finite else 0.0))
         loss_sum += float(loss.detach()) * w
         lengths += method.example_lengths(batch)
         frozen += method.frozen_forward_lengths(batch)
         tokens = sum(lengths)
         for k, v in metrics.items():
             merged[k] = merged.get(k, 0.0) + float(v) * w / total_w
-    return StepOutcome(loss_sum / total_w, merged, tokens, finite=True, lengths=lengths, frozen_lengths=frozen)
+    loss_sum, tokens, finite, merged = distributed.reduce_outcome(loss_sum, tokens, finite, merged, ranks)
+    return StepOutcome(loss_sum / total_w, merged, tokens, finite=finite, lengths=lengths, frozen_lengths=frozen)
 
 
 def _evaluate(method: Method, model, items, config: RunConfig, accelerator) -> dict[str, float]:
@@ -204,16 +227,19 @@ def _setup(config: RunConfig, resume: bool, force: bool):
     """Run folder, pre-flight, seeds, accelerator, model + adapter, method and data."""
     from tunelab.models.load import default_device, load_model
 
-    run_dir = _run_dir(config, resume)
     device = default_device(config.training.device)
+    ranks = distributed.start(device)
+    run_dir = _run_dir(config, resume, ranks)
     _preflight(config, device, force)
     torch.manual_seed(config.training.seed)
     random.seed(config.training.seed)
     accelerator = _accelerator(config, device, run_dir)
     from tunelab.models.precision import choose_precision, report_precision  # printed and saved as precision.json
 
-    report_precision(choose_precision(config.training.precision, device), run_dir)
+    if ranks.main:
+        report_precision(choose_precision(config.training.precision, device), run_dir)
     method_cls = get_method(config.method)
+    distributed.require_support(config.method, method_cls.multi_process, ranks)
     model, tokenizer = load_model(
         config.model,
         config.adapter,
@@ -221,13 +247,14 @@ def _setup(config: RunConfig, resume: bool, force: bool):
         device=device,
         gradient_checkpointing=config.training.gradient_checkpointing,
     )
-    method = method_cls(config, model, tokenizer, run_dir)
+    method = method_cls(config, model, tokenizer, distributed.scratch_dir(ranks, run_dir))
     datasets = method.build_datasets()
     if len(datasets.train) == 0:
         raise TrainingError("no training items left after data preparation; see data_report.json")
-    save_config(config, run_dir / "config.yaml")
-    (run_dir / "data_report.json").write_text(json.dumps(datasets.report, indent=2, default=str))
-    return run_dir, accelerator, model, tokenizer, method, datasets
+    if ranks.main:
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "data_report.json").write_text(json.dumps(datasets.report, indent=2, default=str))
+    return run_dir, accelerator, model, tokenizer, method, datasets, ranks
 
 
 def _preflight(config: RunConfig, device: str, force: bool) -> None:
@@ -248,30 +275,31 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         TrainingError: too many non-finite steps in a row (the last good checkpoint is kept).
     """
     start_time = time.time()
-    run_dir, accelerator, model, tokenizer, method, datasets = _setup(config, resume, force)
+    run_dir, accelerator, model, tokenizer, method, datasets, ranks = _setup(config, resume, force)
     args = config.training
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args, accelerator.device.type)
     scheduler = build_scheduler(optimizer, args)
     model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = ResumableSampler(len(datasets.train), args.seed)
+    sampler = ResumableSampler(len(datasets.train), args.seed, rank=ranks.rank, world=ranks.world)
     state = TrainState(
         step=0, optimizer={}, scheduler={}, sampler={}, method={}, bad_in_a_row=0, bad_total=0, tokens_seen=0, rng={}
     )
     checkpoints = complete_checkpoints(run_dir / "checkpoints")
     if resume and checkpoints:
         state = load_checkpoint(checkpoints[-1], accelerator.unwrap_model(model))
-        optimizer.load_state_dict(state.optimizer)
+        _load_optimizer(optimizer, state.optimizer, ranks)
         scheduler.load_state_dict(state.scheduler)
         sampler.load_state_dict(state.sampler)
         method.load_state_dict(state.method)
         if state.scaler and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state.scaler)
         set_rng_state(state.rng)
-        console.print(f"[cyan]resuming[/cyan] {run_dir} from step {state.step}")
-    elif resume:
+        if ranks.main:
+            console.print(f"[cyan]resuming[/cyan] {run_dir} from step {state.step}")
+    elif resume and ranks.main:
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0[/yellow]")
-    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume else None)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume else None, write=ranks.main)
     ctx = RunContext(
         config=config,
         run_dir=run_dir,
@@ -287,10 +315,11 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         metrics=metrics,
         params=params,
         start_time=start_time,
+        ranks=ranks,
         flops=FlopsModel.of(accelerator.unwrap_model(model)),
         peak_gflops=choose_precision(args.precision, accelerator.device.type).peak_gflops,
     )
-    method.before_training(model, datasets)
+    method.before_training(accelerator.unwrap_model(model), datasets)
     if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
         metrics.write({"step": 0, **_evaluate(method, model, datasets.validation, config, accelerator)})
     if args.trackers:
@@ -316,6 +345,7 @@ class RunContext:
     metrics: MetricsLog
     params: list[torch.nn.Parameter]
     start_time: float
+    ranks: Ranks = field(default_factory=Ranks)  #: this process among the training processes
     flops: FlopsModel | None = None  #: the model's FLOP count per step (MFU)
     peak_gflops: float = 0.0  #: measured peak of the run's dtype (the precision probe)
 
@@ -332,11 +362,12 @@ def _run_steps(ctx: RunContext) -> float | None:
     args, state, scaler = ctx.config.training, ctx.state, ctx.accelerator.scaler
     last_loss: float | None = None
     step_time = time.time()
-    with StepProgress(args.max_steps, state.step) as progress:
+    quiet = None if ctx.ranks.main else Console(quiet=True)  # one progress display: the main process's
+    with StepProgress(args.max_steps, state.step, console=quiet) as progress:
         for step in range(state.step, args.max_steps):
             ctx.model.train()
             batches = _micro_batches(ctx.method, ctx.model, step, ctx.sampler, ctx.datasets.train, ctx.config)
-            outcome = _forward_backward(ctx.method, ctx.model, batches, ctx.accelerator)
+            outcome = _forward_backward(ctx.method, ctx.model, batches, ctx.accelerator, ctx.ranks)
             norm = _grad_norm(ctx.accelerator, ctx.params, args.max_grad_norm) if outcome.finite else float("nan")
             state.step = step + 1
             lr = ctx.scheduler.get_last_lr()[0]
@@ -381,6 +412,18 @@ def _optimizer_step(ctx: RunContext, take: bool) -> bool:
     return take and before is not None and scaler.get_scale() < before
 
 
+def _load_optimizer(optimizer, saved: dict, ranks: Ranks) -> None:
+    """Restore the optimizer state; a checkpoint written under FSDP / ZeRO holds none (its state
+    was sharded), and the moments then start afresh."""
+    if saved:
+        optimizer.load_state_dict(saved)
+    elif ranks.main:
+        console.print(
+            "[yellow]the checkpoint holds no optimizer state (FSDP / DeepSpeed run); "
+            "the optimizer moments restart from zero[/yellow]"
+        )
+
+
 def _skipped_step(ctx: RunContext, outcome: StepOutcome, norm: float, overflow: bool) -> None:
     """Record a step that changed no weight; stop the run after ``max_bad_steps`` bad ones in a row.
 
@@ -397,7 +440,8 @@ def _skipped_step(ctx: RunContext, outcome: StepOutcome, norm: float, overflow: 
     state.bad_in_a_row += 1
     state.bad_total += 1
     ctx.metrics.write(record)
-    console.print(f"[yellow]step {state.step}: non-finite loss/grad norm; step skipped[/yellow]")
+    if ctx.ranks.main:
+        console.print(f"[yellow]step {state.step}: non-finite loss/grad norm; step skipped[/yellow]")
     if state.bad_in_a_row >= args.max_bad_steps:
         raise TrainingError(
             f"{state.bad_in_a_row} non-finite steps in a row (last at step {state.step}); "
@@ -430,7 +474,12 @@ def _checkpoint(ctx: RunContext) -> None:
     state.scaler = scaler.state_dict() if scaler is not None else {}
     state.rng = rng_state()
     model = ctx.accelerator.unwrap_model(ctx.model)
-    save_checkpoint(ctx.run_dir / "checkpoints", model, state, ctx.config.training.keep_last)
+    full = distributed.full_state(ctx.accelerator, ctx.model)  # a collective under FSDP / ZeRO-3
+    if full is not None:  # sharded optimizer state would resume wrongly under another sharding
+        state.optimizer = {}
+    if ctx.ranks.main:
+        save_checkpoint(ctx.run_dir / "checkpoints", model, state, ctx.config.training.keep_last, weights=full)
+    distributed.barrier(ctx.ranks)
 
 
 def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
@@ -442,7 +491,13 @@ def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
         ctx.metrics.write({"step": state.step, **val})
     unwrapped = ctx.accelerator.unwrap_model(ctx.model)
     out = run_dir / ("model" if config.adapter.type in ("full", "freeze") else "adapter")
-    save_trained(unwrapped, ctx.tokenizer, out, config.adapter.type, data=config.data)  # + the trained template
+    full = distributed.full_state(ctx.accelerator, ctx.model)
+    if not ctx.ranks.main:  # the main process writes the result; the others wait for it and return
+        distributed.barrier(ctx.ranks)
+        distributed.drop_scratch(ctx.ranks, ctx.method.run_dir, run_dir)
+        return RunResult(str(run_dir), config.method, state.step, last_loss, val, 0.0, 0.0, state.bad_total, str(out))
+    # the adapter/model + the trained template
+    save_trained(unwrapped, ctx.tokenizer, out, config.adapter.type, data=config.data, state_dict=full)
     extra = ctx.method.after_training(unwrapped)
     records = ctx.metrics.records()
     plot_curves(
@@ -469,5 +524,6 @@ def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
         overflow_steps=state.overflow_steps,
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    distributed.barrier(ctx.ranks)
     result.model = unwrapped
     return result

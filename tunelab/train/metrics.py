@@ -8,10 +8,16 @@ from typing import Any
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the resumed step are dropped."""
+    """Append-only ``metrics.jsonl``; on resume, lines past the resumed step are dropped.
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    ``write=False`` (every process but the main one in a multi-process run) keeps it off the disk.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None, *, write: bool = True):
         self.path = path
+        self.enabled = write
+        if not write:
+            return
         if resume_step is not None and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
@@ -19,11 +25,13 @@ class MetricsLog:
             path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
