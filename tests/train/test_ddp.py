@@ -104,8 +104,8 @@ def test_two_processes_give_the_losses_and_weights_of_one(runs):
     for step in one:
         for key in ("loss", "grad_norm", "lr"):  # (trained_tokens is per micro-batch: half as many here)
             assert two[step][key] == pytest.approx(one[step][key], abs=TOL, rel=TOL), (step, key)
-    finals = [r for r in _records(runs["one"]) if "val_loss" in r], [r for r in _records(runs["two"]) if "val_loss" in r]
-    assert finals[0][-1]["val_loss"] == pytest.approx(finals[1][-1]["val_loss"], abs=TOL)
+    vals = [[r["val_loss"] for r in _records(runs[k]) if "val_loss" in r] for k in ("one", "two")]
+    assert vals[1][-1] == pytest.approx(vals[0][-1], abs=TOL)
     assert _max_diff(_weights(runs["one"]), _weights(runs["two"])) < TOL
     # the LoRA B matrices started at 0: the check compares trained weights, not initial ones
     assert max(float(v.abs().max()) for k, v in _weights(runs["two"]).items() if "lora_B" in k) > 1e-3

@@ -178,6 +178,21 @@ def is_sharded(accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def configure_engine(accelerator, micro_batch_size: int, gradient_accumulation: int) -> None:
+    """DeepSpeed settings the loop must give before ``prepare``: it steps its optimizer inside
+    ``backward``, so one micro-batch per step, and its batch size cannot come from a dataloader."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    if gradient_accumulation != 1:
+        raise ConfigError(
+            f"training.gradient_accumulation={gradient_accumulation} under DeepSpeed: DeepSpeed steps the optimizer "
+            "inside every backward.\n  fix: training.gradient_accumulation=1 and a larger training.micro_batch_size"
+        )
+    accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
+
+
 def full_state(accelerator, model) -> dict[str, torch.Tensor] | None:
     """The whole model's state dict gathered on the main process under FSDP / DeepSpeed ZeRO-3
     (every rank must call it: it is a collective); ``None`` when the unwrapped model already

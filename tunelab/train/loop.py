@@ -280,6 +280,7 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args, accelerator.device.type)
     scheduler = build_scheduler(optimizer, args)
+    distributed.configure_engine(accelerator, args.micro_batch_size, args.gradient_accumulation)
     model, optimizer = accelerator.prepare(model, optimizer)
     sampler = ResumableSampler(len(datasets.train), args.seed, rank=ranks.rank, world=ranks.world)
     state = TrainState(
@@ -385,7 +386,7 @@ def _run_steps(ctx: RunContext) -> float | None:
             step_time = now
             scale = {"loss_scale": scaler.get_scale()} if scaler is not None else {}
             record = {"step": state.step, "loss": outcome.loss, "lr": lr, "grad_norm": norm, "tokens_per_s": tok_s}
-            record["mfu"] = step_mfu  # model FLOPs utilisation, tunelab/train/flops.py
+            record.update(tokens=outcome.tokens, mfu=step_mfu)  # non-padding tokens; MFU: tunelab/train/flops.py
             _after_step(ctx, {**record, **scale, **outcome.metrics})
             progress.update(state.step, outcome.loss, tok_s, step_mfu)
     return last_loss
