@@ -137,3 +137,14 @@ def test_a_file_may_mix_text_and_chat_rows(scorer, tmp_path):
     assert mixed.tokens == text_only.tokens + chat_only.tokens
     expected = (text_only.nll * text_only.tokens + chat_only.nll * chat_only.tokens) / mixed.tokens  # token-weighted
     assert mixed.nll == pytest.approx(expected, abs=1e-6)
+
+
+def test_cli_prints_the_same_result_as_json(scorer, tmp_path, capsys):
+    from tunelab.cli.main import main
+
+    data = write_jsonl(tmp_path / "m.jsonl", [{"text": TEXTS[0]}, CHAT[0]])
+    assert main(["eval", "perplexity", str(data), "--model", "tiny", "--dtype", "fp32", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tokens"] == perplexity(scorer, data).tokens
+    assert printed["perplexity"] == pytest.approx(perplexity(scorer, data).perplexity, rel=1e-6)
+    assert main(["eval", "perplexity", str(data), "--model", "tiny", "--scope", "some"]) == 2

@@ -7,6 +7,8 @@ to stdout (a summary line, or JSON with ``--json``); progress and notes go to st
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import typer
 
@@ -62,6 +64,83 @@ def add_commands(eval_app: typer.Typer) -> None:
             f"{result.tokens} {scope} tokens of {result.examples} rows, {result.windows} windows of "
             f"{result.max_length} stride {result.stride}, {result.dtype}, model {result.model})"
         )
+
+    @eval_app.command("harness")
+    def harness_cmd(
+        tasks: str = typer.Option(
+            ...,
+            "--tasks",
+            "-t",
+            help="Comma-separated lm-eval tasks, groups or tags: the "
+            "bundled tunelab_mc, tunelab_gen, tunelab_rolling (tag: tunelab) or lm-eval's own.",
+        ),
+        model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+        include_path: list[str] = typer.Option(
+            [], "--include-path", help="A folder of your own lm-eval task YAMLs (repeatable)."
+        ),
+        limit: float | None = typer.Option(
+            None, "--limit", min=0, help="At most N documents per task (a value below 1 is a fraction)."
+        ),
+        num_fewshot: int | None = typer.Option(None, "--num-fewshot", min=0, help="Few-shot examples per prompt."),
+        batch_size: str = typer.Option("auto", "--batch-size", help="Rows per forward pass, or auto."),
+        dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        chat_template: bool = typer.Option(
+            False,
+            "--apply-chat-template",
+            help="Wrap prompts in the model's chat template (for instruction-tuned models and runs).",
+        ),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write lm-eval's results JSON here."),
+        log_samples: bool = typer.Option(False, "--log-samples", help="With --output: every request and answer."),
+        as_json: bool = typer.Option(False, "--json", help="Print the per-task metrics as JSON on stdout."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
+    ):
+        """Standard benchmarks: a tunelab model or run as an lm-evaluation-harness model."""
+        import logging
+
+        from tunelab.errors import ConfigError
+        from tunelab.models.safe_load import pickle_allowed
+
+        try:
+            from lm_eval.utils import make_table
+
+            from tunelab.evaluate.harness import TunelabLM, run_harness
+        except ImportError as err:
+            raise ConfigError(
+                f"tunelab eval harness needs lm-evaluation-harness ({err})\n  fix: pip install 'tunelab[eval]'"
+            ) from None
+        if batch_size != "auto" and not batch_size.isdigit():
+            raise ConfigError(f"--batch-size {batch_size}: not a number\n  fix: pass --batch-size 16 or auto")
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-task notes about custom datasets
+        if not sys.stderr.isatty():
+            os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars are carriage-return noise in a log
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        with pickle_allowed(allow_pickle):
+            lm = TunelabLM(model, batch_size=batch_size, dtype=_dtype(dtype), device=device)
+        results = run_harness(
+            lm,
+            names,
+            include_paths=include_path,
+            limit=_limit(limit),
+            num_fewshot=num_fewshot,
+            apply_chat_template=chat_template,
+            log_samples=log_samples and output is not None,
+        )
+        if output:
+            from pathlib import Path
+
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(json.dumps(results, indent=2, default=str))
+        if as_json:
+            typer.echo(json.dumps(results["results"], default=str))
+        else:
+            typer.echo(make_table(results))
+            if "groups" in results:
+                typer.echo(make_table(results, "groups"))
+
+
+def _limit(value: float | None) -> int | float | None:
+    return int(value) if value is not None and value >= 1 else value
 
 
 def _dtype(value: str) -> str:
