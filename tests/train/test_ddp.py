@@ -82,6 +82,7 @@ def runs(sft_file, tmp_path_factory):
         "data.max_length=64",
         "adapter.dropout=0.0",
         "training.precision=fp32",
+        "training.device=cpu",  # gloo, also on a GPU machine (bench/gpu_check.sh runs nccl)
         "training.learning_rate=0.01",
         f"output_dir={root / 'runs'}",
         *STEPS,
