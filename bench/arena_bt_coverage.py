@@ -53,10 +53,12 @@ def main() -> None:
         widths += [r.upper - r.lower for r in ratings]
         print(f"seed {seed:2d}: {sum(hits)}/{len(hits)} true ratings inside their 95% interval")
     share = covered / total
-    print(f"\n{seeds} seeds x {len(TRUE)} models, {battles} battles each, {rounds} bootstrap rounds, "
-          f"tie share {tie_share:.0%}: coverage {covered}/{total} = {share:.1%} "
-          f"(target >= 90%: {'met' if share >= 0.9 else 'NOT met'}); mean interval width {np.mean(widths):.0f} "
-          f"Elo points; {time.perf_counter() - start:.0f} s")
+    print(
+        f"\n{seeds} seeds x {len(TRUE)} models, {battles} battles each, {rounds} bootstrap rounds, "
+        f"tie share {tie_share:.0%}: coverage {covered}/{total} = {share:.1%} "
+        f"(target >= 90%: {'met' if share >= 0.9 else 'NOT met'}); mean interval width {np.mean(widths):.0f} "
+        f"Elo points; {time.perf_counter() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ ANSWERS = {  # model -> prompt id -> answer (newlines on purpose: the page must 
 
 
 def answer_rows() -> list[Answer]:
-    return [Answer(m, f"key-{m}", pid, PROMPTS[pid], None, text, {"max_new_tokens": 32})
-            for m, by_prompt in ANSWERS.items() for pid, text in by_prompt.items()]
+    return [
+        Answer(m, f"key-{m}", pid, PROMPTS[pid], None, text, {"max_new_tokens": 32})
+        for m, by_prompt in ANSWERS.items()
+        for pid, text in by_prompt.items()
+    ]
 
 
 @pytest.fixture()
@@ -57,8 +60,12 @@ def scripted_judge_app(rule: str):
             reply = "They are equal. [[C]]"
         else:
             reply = "[[A]]" if "good" in first else "B is better: [[B]]"
-        return {"id": "x", "object": "chat.completion", "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+        }
 
     return app
 

@@ -9,12 +9,23 @@ from tunelab.evaluate.arena.judges import JUDGES, Judgment, Pair, battles_from, 
 from tunelab.evaluate.arena.ratings import Battle
 
 
-@pytest.mark.parametrize(("reply", "verdict"), [
-    ("[[A]]", "first"), ("Answer B is better. [[B]]", "second"), ("[[C]]", "tie"), ("[[tie]]", "tie"),
-    ("Rules: reply [[A]], [[B]] or [[C]]. My verdict: [[B]]", "second"),  # the last bracketed letter counts
-    ("A", "first"), ("b) because it is shorter", "second"), ("Tie.", "tie"), ("Answer A.", "first"),
-    ("Both are fine", None), ("", None), ("Absolutely B", None),
-])
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("[[A]]", "first"),
+        ("Answer B is better. [[B]]", "second"),
+        ("[[C]]", "tie"),
+        ("[[tie]]", "tie"),
+        ("Rules: reply [[A]], [[B]] or [[C]]. My verdict: [[B]]", "second"),  # the last bracketed letter counts
+        ("A", "first"),
+        ("b) because it is shorter", "second"),
+        ("Tie.", "tie"),
+        ("Answer A.", "first"),
+        ("Both are fine", None),
+        ("", None),
+        ("Absolutely B", None),
+    ],
+)
 def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
 
@@ -31,10 +42,12 @@ def _both(prompt, first_verdict, second_verdict):
 
 
 def test_report_and_battles_by_hand():
-    judgments = (_both("p1", "first", "second")  # x wins in both orders: consistent
-                 + _both("p2", "first", "first")  # always the first slot: inconsistent -> tie
-                 + _both("p3", "tie", "tie")  # consistent tie
-                 + _both("p4", "second", "first"))  # y wins in both orders: consistent
+    judgments = (
+        _both("p1", "first", "second")  # x wins in both orders: consistent
+        + _both("p2", "first", "first")  # always the first slot: inconsistent -> tie
+        + _both("p3", "tie", "tie")  # consistent tie
+        + _both("p4", "second", "first")  # y wins in both orders: consistent
+    )
     report = judge_report("j", judgments)
     assert (report.pairs, report.pairs_both_orders) == (4, 4)
     assert report.position_consistency == 3 / 4
@@ -42,14 +55,20 @@ def test_report_and_battles_by_hand():
     assert report.first_slot_win_rate == pytest.approx(4 / 6)
     assert report.tie_rate == pytest.approx(2 / 8)
     assert battles_from(judgments, per_vote=False) == [
-        Battle("x", "y", "a"), Battle("x", "y", "tie"), Battle("x", "y", "tie"), Battle("x", "y", "b")]
+        Battle("x", "y", "a"),
+        Battle("x", "y", "tie"),
+        Battle("x", "y", "tie"),
+        Battle("x", "y", "b"),
+    ]
     assert len(battles_from(judgments, per_vote=True)) == 8  # human votes: every vote is a battle
     assert "position consistency 75.0%" in report.line() and "first-slot win rate 66.7%" in report.line()
 
 
-PAIRS = [Pair("p1", "q1", "x", "a good answer", "y", "meh"),
-         Pair("p2", "q2", "x", "meh", "y", "good, and right"),
-         Pair("p3", "q3", "x", "good", "y", "also good")]
+PAIRS = [
+    Pair("p1", "q1", "x", "a good answer", "y", "meh"),
+    Pair("p2", "q2", "x", "meh", "y", "good, and right"),
+    Pair("p3", "q3", "x", "good", "y", "also good"),
+]
 
 
 def test_llm_judge_over_http_unbiased(judge_server):
@@ -59,8 +78,11 @@ def test_llm_judge_over_http_unbiased(judge_server):
     assert len(judgments) == 6 and {j.first for j in judgments[:2]} == {"x", "y"}  # both orders asked
     report = judge_report(judge.name, judgments)
     assert report.position_consistency == 1.0 and report.first_slot_win_rate == 0.5
-    assert battles_from(judgments, per_vote=False) == [Battle("x", "y", "a"), Battle("x", "y", "b"),
-                                                       Battle("x", "y", "tie")]
+    assert battles_from(judgments, per_vote=False) == [
+        Battle("x", "y", "a"),
+        Battle("x", "y", "b"),
+        Battle("x", "y", "tie"),
+    ]
 
 
 def test_llm_judge_over_http_position_biased(judge_server):

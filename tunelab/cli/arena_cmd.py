@@ -32,15 +32,20 @@ class ListOptionCommand(TyperCommand):
 
 
 def register(app: typer.Typer) -> None:
-    arena = typer.Typer(help="Rank models by pairwise judgments: Elo, Bradley–Terry, a human-vote page.",
-                        no_args_is_help=True)
+    arena = typer.Typer(
+        help="Rank models by pairwise judgments: Elo, Bradley–Terry, a human-vote page.", no_args_is_help=True
+    )
 
     @arena.command("run", cls=ListOptionCommand)
     def run_cmd(
-        models: list[str] = typer.Option(..., "--models", help="Two or more models: names, folders, runs, .gguf, "
-                                         "URLs (repeat the flag or list them after it)."),
-        prompts: Path = typer.Option(..., "--prompts", help="Prompts: .txt (one per line) or .jsonl rows with "
-                                     "prompt [id, system]."),
+        models: list[str] = typer.Option(
+            ...,
+            "--models",
+            help="Two or more models: names, folders, runs, .gguf, URLs (repeat the flag or list them after it).",
+        ),
+        prompts: Path = typer.Option(
+            ..., "--prompts", help="Prompts: .txt (one per line) or .jsonl rows with prompt [id, system]."
+        ),
         judge: str = typer.Option(..., "--judge", help=JUDGE_HELP),
         out: Path = typer.Option(..., "--out", help="Output folder (answers are reused from it on a re-run)."),
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Longest answer, in tokens."),
@@ -55,13 +60,25 @@ def register(app: typer.Typer) -> None:
         from tunelab.infer.types import SamplingParams
         from tunelab.train.progress import track_items
 
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                seed=seed if temperature > 0 else None)
-        result = run_arena(models, prompts, judge, out, params=params, batch_size=batch_size, rounds=bootstrap,
-                           seed=seed, anchor=anchor, progress=track_items)
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed if temperature > 0 else None
+        )
+        result = run_arena(
+            models,
+            prompts,
+            judge,
+            out,
+            params=params,
+            batch_size=batch_size,
+            rounds=bootstrap,
+            seed=seed,
+            anchor=anchor,
+            progress=track_items,
+        )
         typer.echo(result.summary(), nl=False)
-        typer.echo(f"wrote {out}/: answers.jsonl judgments.jsonl leaderboard.txt leaderboard.json winrate.csv "
-                   "ratings.png")
+        typer.echo(
+            f"wrote {out}/: answers.jsonl judgments.jsonl leaderboard.txt leaderboard.json winrate.csv ratings.png"
+        )
 
     @arena.command("serve")
     def serve_cmd(
@@ -85,8 +102,9 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         out: Path = typer.Argument(..., help="Output .jsonl file."),
         db: Path = typer.Option(..., "--db", help="SQLite file of the votes."),
-        fmt: str = typer.Option("preference", "--format", help="preference: prompt/chosen/rejected rows for "
-                                "method: dpo."),
+        fmt: str = typer.Option(
+            "preference", "--format", help="preference: prompt/chosen/rejected rows for method: dpo."
+        ),
     ):
         """Write the human votes as training data (prompt / chosen / rejected for DPO)."""
         from tunelab.evaluate.arena.export import FORMATS, preference_rows, write_jsonl
@@ -98,9 +116,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--db {db}: no such file\n  fix: collect votes with `tunelab arena serve DIR --db {db}`")
         rows, summary = preference_rows(VoteStore(db).votes())
         write_jsonl(rows, out)
-        typer.echo(f"wrote {summary.rows} preference rows to {out} from {summary.votes} votes "
-                   f"({summary.ties} ties or both-bad, {summary.netted_out} pairs whose votes cancelled, "
-                   f"{summary.same_answer} with identical answers left out)")
+        typer.echo(
+            f"wrote {summary.rows} preference rows to {out} from {summary.votes} votes "
+            f"({summary.ties} ties or both-bad, {summary.netted_out} pairs whose votes cancelled, "
+            f"{summary.same_answer} with identical answers left out)"
+        )
 
     @arena.command("leaderboard")
     def leaderboard_cmd(

@@ -116,7 +116,7 @@ class RewardJudge:
         )
         out = []
         for p in pairs:
-            for first, first_ans, second, second_ans in both_orders(p):
+            for first, first_ans, _, second_ans in both_orders(p):
                 s1, s2 = scores[(p.system or "", p.prompt, first_ans)], scores[(p.system or "", p.prompt, second_ans)]
                 verdict = "tie" if abs(s1 - s2) <= self.margin else ("first" if s1 > s2 else "second")
                 detail = f"scores {s1:.4f} {s2:.4f}"
