@@ -40,7 +40,7 @@ SUBCOMMANDS = [
     "tunelab.cli.scan_cmd",
     "tunelab.cli.redteam_cmd",
     "tunelab.cli.prune_cmd",
-    "tunelab.cli.prune_cmd",
+    "tunelab.cli.draft_cmd",
     "tunelab.cli.eval_cmd",
     "tunelab.cli.arena_cmd",
 ]
