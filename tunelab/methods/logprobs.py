@@ -64,9 +64,12 @@ def completion_logps(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor
 
     Prompt-learning adapters prepend virtual tokens to the logits; the last T positions are kept.
     """
+    from tunelab.methods.lm_loss import next_token_logps
+
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -ids.shape[1] :, :]
-    per_token = token_logps(logits, ids)  # (B, T-1)
+    # Only completion tokens reach the LM head, in chunks recomputed in backward (lm_loss.py).
+    targets = ids.masked_fill(batch["completion_mask"] == 0, -100)
+    per_token = next_token_logps(model, {"input_ids": ids, "attention_mask": mask}, targets)  # (B, T-1)
     target_mask = batch["completion_mask"][:, 1:].to(per_token.dtype)
     return (per_token * target_mask).sum(-1), target_mask.sum(-1)
 

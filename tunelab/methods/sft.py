@@ -73,12 +73,14 @@ class SFT(Method):
         return float((batch["labels"][:, 1:] != -100).sum())
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        from tunelab.methods.lm_loss import next_token_logps
+
         inputs = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("_")}
-        logits = model(**inputs, use_cache=False).logits  # a cache would merge packed examples
-        # Prompt tuning returns logits for its virtual tokens too; keep the last T positions.
-        logits = logits[:, -batch["labels"].shape[1] :, :]
-        nll, count = token_nll(logits, batch["labels"])
-        mean = nll / count.clamp(min=1)
+        # Only answer tokens reach the LM head, in chunks recomputed in backward (lm_loss.py);
+        # no cache: it would merge packed examples.
+        logps = next_token_logps(model, inputs, batch["labels"])
+        count = (batch["labels"][:, 1:] != -100).sum()
+        mean = -logps.sum() / count.clamp(min=1)
         return mean, {"trained_tokens": float(count)}
 
     def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
