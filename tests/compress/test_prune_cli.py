@@ -243,3 +243,21 @@ def test_bad_options_are_clear_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "out of range" in err and "Traceback" not in err
     assert not (tmp_path / "z").exists()  # nothing left behind
+
+
+def test_the_bundled_example_copies_and_runs_with_overrides(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["examples", "copy", "prune", "mine"]) == 0
+    assert "next: tunelab prune mine/prune.yaml" in capsys.readouterr().err
+    config = load_prune_config(tmp_path / "mine" / "prune.yaml")
+    assert (config.prune.method, config.prune.drop_layers, config.recover.recover) == ("depth", 4, "lora")
+    assert Path(config.data.path).is_file()
+    # the same file on tiny: key=value overrides like `tunelab train`, flags on top
+    assert (
+        main(
+            ["prune", "mine/prune.yaml", "model.name=tiny", "prune.drop_layers=1", "--recover", "none", "--out", "out"]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "out" / "prune.json").read_text())
+    assert report["source"] == "tiny" and len(report["removed"]["dropped_layers"]) == 1

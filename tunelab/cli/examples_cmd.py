@@ -40,6 +40,6 @@ def register(app: typer.Typer) -> None:
         written = write_files(files, overwrite)
         for path in files:
             console.print(f"{'wrote' if path in written else 'kept (identical)'} {path}", highlight=False)
-        console.print(f"next: tunelab train {out / f'{example.name}.yaml'}", highlight=False)
+        console.print(f"next: tunelab {example.command} {out / f'{example.name}.yaml'}", highlight=False)
 
     app.add_typer(examples_app, name="examples")

@@ -91,8 +91,9 @@ def print_report(report) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("prune")
+    @app.command("prune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def prune_cmd(
+        ctx: typer.Context,
         source: str = typer.Argument(..., help="Model name/folder, run folder (merged first), or a prune YAML."),
         method: str = typer.Option(None, "--method", help="depth | width | magnitude (default depth)."),
         drop_layers: int = typer.Option(None, "--drop-layers", help="depth: number of layers to drop."),
@@ -116,6 +117,7 @@ def register(app: typer.Typer) -> None:
         """Prune a model (depth, width or magnitude), recover it briefly, and save a model folder.
 
         Prints parameters, planned memory and held-out perplexity before, after pruning and after recovery.
+        Extra arguments are config overrides: recover.training.max_steps=20 recover.adapter.r=8.
         """
         from dataclasses import asdict
 
@@ -141,6 +143,7 @@ def register(app: typer.Typer) -> None:
             "out": out,
         }
         path, pairs = overrides(source, flags, layers)
+        pairs = list(ctx.args) + pairs  # flags win over key=value overrides, which win over the YAML
         config = load_prune_config(path, pairs)
         if config.data.path is None:
             from tunelab.errors import ConfigError

@@ -27,6 +27,14 @@ class Example:
     path: Path
     description: str
 
+    @property
+    def command(self) -> str:
+        """The tunelab command that runs it: ``prune`` for a prune config (a top-level ``prune:``), else ``train``."""
+        import yaml
+
+        loaded = yaml.safe_load(self.path.read_text())
+        return "prune" if isinstance(loaded, dict) and "prune" in loaded else "train"
+
     def data_files(self) -> list[str]:
         """Names of the files under ``examples/data/`` the config refers to."""
         return sorted(set(DATA_REF.findall(self.path.read_text())))

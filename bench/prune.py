@@ -1,0 +1,242 @@
+"""Pruning the bundled SmolLM2-135M: what each method saves, and how far a short recovery brings it back.
+
+Two parts (``--part sizes``, ``--part recover`` or both, the default):
+
+* **sizes**: depth (drop the lowest-scoring layers), width (narrow every MLP) and magnitude (50%
+  zeros) pruning of the same base, about 20% of the parameters for the structured ones. For each:
+  parameters, safetensors file size and CPU greedy decode time (batch 1, ``--decode-tokens`` new
+  tokens, KV cache), as ratios against the unpruned model measured in the same process, interleaved
+  (``--reps`` rounds, median), plus held-out perplexity before any recovery. The issue's target:
+  a structured prune shrinks the file and the decode time by at least 0.8x as much as the
+  parameter count (``shrink = 1 - ratio``; the row's ``time/param`` column). Magnitude masks are
+  zeros in dense tensors: they shrink neither (the row shows it).
+* **recover**: ``tunelab prune`` itself (:func:`tunelab.compress.pipeline.prune`) on the same data
+  with a recovery run (``--recover distill|lora``, ``--recover-steps``), printing the perplexity
+  before, after pruning and after recovery, and the recovery's wall time. Target: perplexity
+  ≤ 1.15x the base within 30 minutes of CPU recovery.
+
+Data: answers sampled (temperature 1) from the unpruned model for the prompts of
+``examples/data/*prompts*.jsonl`` and the quickstart questions, written once to
+``bench/results/prune_corpus.jsonl`` (message rows; the answer tokens are scored). Perplexity on
+the model's own samples is ``exp(H + KL(base || pruned))`` per token: the ratio to the base is the
+distance the pruning put between the two distributions, which is what recovery must close.
+Results: ``bench/results/prune.json``. Run: ``python bench/prune.py [--part sizes|recover]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tunelab.compress.calib import load_calibration, perplexity
+from tunelab.compress.magnitude import apply_masks, magnitude_masks
+from tunelab.compress.prune import drop_layers, layer_scores, lowest
+from tunelab.compress.width import channel_importance, channels_to_keep, kept_width, prune_channels
+from tunelab.config import DataArgs, ModelArgs
+from tunelab.models.load import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+MODEL = "smollm2-135m-instruct"
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def prompts() -> list[str]:
+    """Distinct user prompts of the example data files (prompt rows and the questions of message rows)."""
+    seen: dict[str, None] = {}
+    for path in sorted((ROOT / "examples" / "data").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "prompt" in row and isinstance(row["prompt"], str):
+                seen[row["prompt"]] = None
+            for m in row.get("messages", [])[:1]:
+                if m.get("role") == "user":
+                    seen[m["content"]] = None
+    return list(seen)
+
+
+def corpus(model, tokenizer, path: Path, max_new_tokens: int = 128, batch: int = 16) -> Path:
+    """Message rows: each prompt with an answer sampled from ``model`` (written once, then reused)."""
+    if path.is_file():
+        return path
+    torch.manual_seed(0)
+    tokenizer.padding_side = "left"
+    rows = []
+    items = prompts()
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in chunk
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for prompt, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :], strict=True):
+            answer = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if answer:
+                messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+                rows.append({"messages": messages})
+        print(f"corpus: {len(rows)}/{len(items)} answers", flush=True)
+    tokenizer.padding_side = "right"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def decode_seconds(model, ids: torch.Tensor, tokens: int) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            pad_token_id=0,
+        )
+    return time.perf_counter() - start
+
+
+def file_bytes(model, folder: Path) -> int:
+    model.save_pretrained(folder, safe_serialization=True)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def sizes(args, base, tokenizer, data) -> list[dict]:
+    """Depth, width and magnitude variants of ``base`` vs ``base``: params, file size, decode time, perplexity."""
+    n_layers = base.config.num_hidden_layers
+    variants = {"base": base}
+    depth = copy.deepcopy(base)
+    drop = lowest(layer_scores(depth, data.batches()), args.drop_layers)
+    variants[f"depth -{args.drop_layers} layers {drop}"] = drop_layers(depth, drop)
+    width = copy.deepcopy(base)
+    keep = kept_width(base.config.intermediate_size, args.keep)
+    variants[f"width MLP {base.config.intermediate_size}->{keep}"] = prune_channels(
+        width, channels_to_keep(channel_importance(width, data.batches()), keep)
+    )
+    magnitude = copy.deepcopy(base)
+    variants["magnitude 50% zeros"] = apply_masks(magnitude, magnitude_masks(magnitude, 0.5, "global"))
+    print(f"{n_layers} layers; variants: {list(variants)}", flush=True)
+
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for model in variants.values():  # warm-up
+        decode_seconds(model.eval(), ids, 4)
+    for _ in range(args.reps):  # interleaved: the machine's load hits every variant alike
+        for name, model in variants.items():
+            times[name].append(decode_seconds(model, ids, args.decode_tokens))
+    rows = []
+    base_row = None
+    for name, model in variants.items():
+        row = {
+            "variant": name,
+            "params": int(model.num_parameters()),
+            "file_bytes": file_bytes(model, RESULTS / "prune-sizes" / name.split()[0]),
+            "decode_s": statistics.median(times[name]),
+            "perplexity": perplexity(model, data),
+        }
+        base_row = base_row or row
+        for key in ("params", "file_bytes", "decode_s", "perplexity"):
+            row[f"{key}_ratio"] = row[key] / base_row[key]
+        shrink = 1 - row["params_ratio"]
+        row["file_per_param"] = (1 - row["file_bytes_ratio"]) / shrink if shrink > 0 else None
+        row["time_per_param"] = (1 - row["decode_s_ratio"]) / shrink if shrink > 0 else None
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def recover(args, corpus_path: Path) -> dict:
+    from tunelab.compress.config import load_prune_config
+    from tunelab.compress.pipeline import prune
+
+    flags = [
+        f"model.name={MODEL}",
+        f"prune.method={args.method}",
+        f"prune.drop_layers={args.drop_layers}",
+        f"prune.keep={args.keep}",
+        f"data.path={corpus_path}",
+        "data.validation_split=0.1",
+        f"data.max_length={args.max_length}",
+        f"recover.recover={args.recover}",
+        f"recover.adapter.type={args.recover_adapter}",
+        f"recover.training.max_steps={args.recover_steps}",
+        f"recover.training.learning_rate={args.lr}",
+        f"recover.training.micro_batch_size={args.batch}",
+        "recover.training.warmup_steps=5",
+        "recover.training.eval_every=0",
+        "recover.training.precision=auto",
+        f"out={RESULTS / f'prune-{args.method}-{args.recover}'}",
+    ]
+    start = time.perf_counter()
+    report = prune(load_prune_config(None, flags), overwrite=True)
+    out = {
+        "method": args.method,
+        "recover": args.recover,
+        "adapter": args.recover_adapter,
+        "steps": args.recover_steps,
+        "wall_s": time.perf_counter() - start,
+        "stages": [vars(s) for s in report.stages],
+        "recovery": report.recovery,
+        "removed": report.removed,
+    }
+    base = report.stages[0].perplexity
+    for s in report.stages:
+        print(f"{s.name:>10}: params {s.params:,}  perplexity {s.perplexity:.3f}  ({s.perplexity / base:.3f}x base)")
+    print(f"recovery wall time: {report.recovery['wall_s'] if report.recovery else 0:.0f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["sizes", "recover", "both"], default="both")
+    parser.add_argument("--drop-layers", type=int, default=8, help="depth: layers dropped (8 of 30 = ~21%% params)")
+    parser.add_argument("--keep", type=float, default=0.66, help="width: MLP channels kept (1536 -> 1024: ~20%%)")
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--method", choices=["depth", "width"], default="width", help="recover part: the prune")
+    parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
+    parser.add_argument("--recover-adapter", choices=["full", "lora"], default="full")
+    parser.add_argument("--recover-steps", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+
+    model, tokenizer = load_model(ModelArgs(name=MODEL, dtype="fp32"), device="cpu")
+    model.eval()
+    corpus_path = corpus(model, tokenizer, RESULTS / "prune_corpus.jsonl")
+    data = load_calibration(
+        DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length), tokenizer, max_rows=64
+    )
+    print(f"corpus {corpus_path}: {len(data.calibration)} calibration rows, {len(data.held_out)} held-out", flush=True)
+    results_file = RESULTS / "prune.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results["threads"] = torch.get_num_threads()
+    if args.part in ("sizes", "both"):
+        results["sizes"] = sizes(args, model, tokenizer, data)
+        results_file.write_text(json.dumps(results, indent=2))
+    if args.part in ("recover", "both"):
+        del model
+        results.setdefault("recover", []).append(recover(args, corpus_path))
+        results_file.write_text(json.dumps(results, indent=2))
+    print(f"results: {results_file}")
+
+
+if __name__ == "__main__":
+    main()
