@@ -64,6 +64,18 @@ def test_report_and_battles_by_hand():
     assert "position consistency 75.0%" in report.line() and "first-slot win rate 66.7%" in report.line()
 
 
+def test_unreadable_replies_are_ties_outside_consistency():
+    judgments = _both("p1", "first", "second") + [
+        Judgment("p2", "x", "y", "x", "tie", "j", "??", parsed=False),
+        Judgment("p2", "x", "y", "y", "tie", "j", "??", parsed=False),
+    ]
+    report = judge_report("j", judgments)
+    assert (report.pairs, report.pairs_both_orders, report.unparsed) == (2, 1, 2)
+    assert report.position_consistency == 1.0  # two unreadable replies are not an agreement
+    assert battles_from(judgments, per_vote=False)[1] == Battle("x", "y", "tie")
+    assert "2 unreadable replies counted as ties" in report.line()
+
+
 PAIRS = [
     Pair("p1", "q1", "x", "a good answer", "y", "meh"),
     Pair("p2", "q2", "x", "meh", "y", "good, and right"),

@@ -61,6 +61,7 @@ class Judgment:
     verdict: Verdict
     judge: str
     detail: str = ""  # the LLM's reply, the two reward scores, the voter id
+    parsed: bool = True  # False: the judge's reply named no verdict (counted as a tie)
 
     @property
     def outcome(self) -> Outcome:
@@ -171,7 +172,6 @@ class LlmJudge:
     batch_size: int = 8
     max_new_tokens: int = 32
     per_vote: bool = False
-    unparsed: int = 0
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,8 +194,11 @@ class LlmJudge:
         out = []
         for (p, order), reply in zip(asked, replies, strict=True):
             verdict = parse_verdict(reply)
-            self.unparsed += verdict is None
-            out.append(Judgment(p.prompt_id, p.model_a, p.model_b, order[0], verdict or "tie", self.name, reply))
+            out.append(
+                Judgment(
+                    p.prompt_id, p.model_a, p.model_b, order[0], verdict or "tie", self.name, reply, verdict is not None
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -273,7 +276,7 @@ class JudgeReport:
     judgments: int
     pairs: int
     pairs_both_orders: int
-    position_consistency: float | None  # share of pairs (seen in both orders) judged the same
+    position_consistency: float | None  # share of pairs (read in both orders) judged the same
     first_slot_win_rate: float | None  # share of decisive verdicts that picked the first answer
     tie_rate: float
     unparsed: int = 0
@@ -284,8 +287,8 @@ class JudgeReport:
 
         text = (
             f"judge {self.judge}: {self.judgments} judgments of {self.pairs} pairs; position consistency "
-            f"{pct(self.position_consistency)} ({self.pairs_both_orders} pairs seen in both orders); first-slot "
-            f"win rate {pct(self.first_slot_win_rate)}; ties {pct(self.tie_rate)}"
+            f"{pct(self.position_consistency)} ({self.pairs_both_orders} pairs with a verdict in both orders); "
+            f"first-slot win rate {pct(self.first_slot_win_rate)}; ties {pct(self.tie_rate)}"
         )
         return text + (f"; {self.unparsed} unreadable replies counted as ties" if self.unparsed else "")
 
@@ -300,10 +303,13 @@ def _majority(outcomes: list[str]) -> str:
     return "tie" if len(top) == 2 and top[0][1] == top[1][1] else top[0][0]
 
 
-def judge_report(judge: str, judgments: Sequence[Judgment], unparsed: int = 0) -> JudgeReport:
+def judge_report(judge: str, judgments: Sequence[Judgment]) -> JudgeReport:
+    """Position consistency over the pairs with a readable verdict in both orders; first-slot rate, ties."""
     by_pair: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for j in judgments:
-        by_pair[_pair_key(j)][j.first].append(j.outcome)
+        orders = by_pair[_pair_key(j)]
+        if j.parsed:
+            orders[j.first].append(j.outcome)
     both = [orders for orders in by_pair.values() if len(orders) == 2]
     same = sum(len({_majority(o) for o in orders.values()}) == 1 for orders in both)
     decisive = [j for j in judgments if j.verdict in ("first", "second")]
@@ -315,7 +321,7 @@ def judge_report(judge: str, judgments: Sequence[Judgment], unparsed: int = 0) -
         position_consistency=same / len(both) if both else None,
         first_slot_win_rate=sum(j.verdict == "first" for j in decisive) / len(decisive) if decisive else None,
         tie_rate=1 - len(decisive) / len(judgments) if judgments else 0.0,
-        unparsed=unparsed,
+        unparsed=sum(not j.parsed for j in judgments),
     )
 
 

@@ -179,13 +179,12 @@ def rate_and_write(
     rounds: int,
     seed: int,
     anchor: str | None,
-    unparsed: int = 0,
 ) -> ArenaResult:
     """Ratings of ``judgments`` and every report file in ``out``."""
     battles = battles_from(judgments, judge.per_vote)
     ratings = leaderboard(battles, models, rounds=rounds, seed=seed, anchor=anchor)
     rates = win_rates(battles, models)
-    report = judge_report(judge.name, judgments, unparsed)
+    report = judge_report(judge.name, judgments)
     result = ArenaResult(models, ratings, rates, report, out)
     _write_lines(out / "judgments.jsonl", [asdict(j) for j in judgments])
     (out / "leaderboard.txt").write_text(result.summary(), encoding="utf-8")
@@ -254,9 +253,7 @@ def run_arena(
             judgments.extend(judge.judge(chunk))
     finally:
         judge.close()
-    return rate_and_write(
-        models, judgments, judge, out, rounds=rounds, seed=seed, anchor=anchor, unparsed=getattr(judge, "unparsed", 0)
-    )
+    return rate_and_write(models, judgments, judge, out, rounds=rounds, seed=seed, anchor=anchor)
 
 
 def rate_votes(db: str | Path, *, rounds: int = 1000, seed: int = 0) -> tuple[list[Rating], JudgeReport]:
