@@ -79,3 +79,36 @@ def test_picker_spreads_votes_over_pairs():
         seen.append(key)
         counts[key] = (1, 1)
     assert len(set(seen)) == 6
+
+
+def test_concurrent_voters_over_http_and_restart(tmp_path):
+    """4 browsers vote at once through the server's thread pool; a restarted server has every vote."""
+    import threading
+
+    from tunelab.serve import ServerThread
+
+    db = tmp_path / "votes.sqlite"
+    errors: list[BaseException] = []
+
+    def voter(url: str) -> None:
+        try:
+            with httpx.Client(base_url=url) as client:
+                for i in range(10):
+                    pair = client.get("/api/next").json()
+                    verdict = ("left", "right", "tie", "both_bad")[i % 4]
+                    assert client.post("/api/vote", json={"id": pair["id"], "verdict": verdict}).status_code == 200
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    with ServerThread(create_app(VoteStore(db), answer_rows(), rounds=20)) as server:
+        threads = [threading.Thread(target=voter, args=(server.url,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with ServerThread(create_app(VoteStore(db), answer_rows(), rounds=20)) as server:  # a restart
+        board = httpx.get(f"{server.url}/api/leaderboard").json()
+    assert board["votes"] == 40
+    assert sum(r["battles"] for r in board["ratings"]) == 80  # each vote is a battle of two models
+    assert len({v.voter for v in VoteStore(db).votes()}) == 4
