@@ -73,6 +73,10 @@ def register(app: typer.Typer) -> None:
                                   "(f16 | q8_0 | q4_0 | f32), exported into RUN/export/gguf-QUANT when absent."),
         max_context: int = typer.Option(0, "--max-context", min=0, help="--engine llama.cpp/vllm: cap on the "
                                         "context allocated up front (0: the model's, at most 8192 for llama.cpp)."),
+        static_cache: bool = typer.Option(False, "--static-cache", help="--engine tunelab: decode into a "
+                                          "preallocated StaticCache (no context cache)."),
+        compile_step: bool = typer.Option(False, "--compile", help="--engine tunelab: torch.compile the decode step "
+                                          "(implies --static-cache; see docs/serving.md for when it pays)."),
         allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
@@ -95,7 +99,7 @@ def register(app: typer.Typer) -> None:
                                   max_request_tokens=max_request_tokens)
         with pickle_allowed(allow_pickle):
             options = EngineOptions(adapters=adapters, device=device, draft=draft, speculation=spec, quant=quant,
-                                    max_context=max_context)
+                                    max_context=max_context, static_cache=static_cache, compile=compile_step)
             backend = load_backend(engine, target, options)
         if key is None and not is_loopback(host):
             console.print(f"[yellow]warning:[/yellow] --insecure-no-auth: listening on {host} without --api-key: "

@@ -10,6 +10,10 @@ the draft model (which catches up on accepted tokens by itself) and context cach
 request reuses the entry that shares the longest prefix with its prompt (a system prompt,
 earlier conversation turns, a shared document) on a *copy*, so a stored entry is never
 mutated and outputs do not depend on whether the cache was hit (tested).
+
+A :class:`KVState` can instead hold a preallocated ``StaticCache`` (``static_len`` positions):
+fixed shapes let ``torch.compile`` build one graph for the one-token decode step (the prefill
+and multi-token verify passes stay eager). Whether that pays is measured in ``bench/generate.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,10 +67,15 @@ class KVState:
         use_cache: False recomputes the whole sequence every call (the benchmark's baseline).
         cache: an existing ``DynamicCache`` covering ``tokens`` (from the context cache).
         tokens: the tokens ``cache`` covers.
+        static_len: > 0: start from a ``StaticCache`` of this many positions instead of a ``DynamicCache``.
+        step_forward: the callable run for one-token steps (a ``torch.compile``'d model); others run ``model``.
     """
 
-    def __init__(self, model, *, use_cache: bool = True, cache=None, tokens: Sequence[int] = ()):
+    def __init__(self, model, *, use_cache: bool = True, cache=None, tokens: Sequence[int] = (), static_len: int = 0,
+                 step_forward: Callable | None = None):
         self.model = model
+        self.static_len = static_len
+        self.step_forward = step_forward
         self.use_cache = use_cache
         self.cache = cache
         self.tokens: list[int] = list(tokens) if cache is not None else []
@@ -78,8 +87,10 @@ class KVState:
         self.offset = self.virtual.length if self.virtual is not None else 0
 
     def _new_cache(self):
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
+        if self.static_len > 0 and self.virtual is None:
+            return StaticCache(config=self.model.config, max_cache_len=self.static_len)
         cache = DynamicCache(config=getattr(self.model, "config", None))
         return self.virtual.start_cache(cache) if self.virtual is not None else cache
 
@@ -100,12 +111,13 @@ class KVState:
         keep = min(common_prefix_len(self.tokens, tokens), len(tokens) - last)
         if self.cache is None:
             self.cache, keep = self._new_cache(), 0
-        elif self.cache.get_seq_length() > self.offset + keep:
-            self.cache.crop(self.offset + keep - self.cache.get_seq_length())
+        elif (length := int(self.cache.get_seq_length())) > self.offset + keep:  # a StaticCache's is a tensor
+            self.cache.crop(self.offset + keep - length)
         new = torch.tensor([list(tokens[keep:])], device=self.device)
         kwargs = {self._cache_kwarg: self.cache, "use_cache": True, "logits_to_keep": last}
         if self.virtual is None:
-            out = self.model(input_ids=new, **kwargs)  # updates self.cache
+            step = self.step_forward is not None and new.shape[1] == 1
+            out = (self.step_forward if step else self.model)(input_ids=new, **kwargs)  # updates self.cache
         elif self.cache.get_seq_length() == 0:  # prompt tuning: virtual embeddings + tokens in one prefill
             out = self.virtual.base(inputs_embeds=self.virtual.prefill_embeds(new), **kwargs)
         else:  # the cache already holds the virtual tokens: the base model continues it

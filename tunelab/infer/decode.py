@@ -24,6 +24,9 @@ from tunelab.infer.speculative import Draft, Drafter, make_drafter, verify
 from tunelab.infer.stream import TextAssembler
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, Speculation, Timings
 
+#: Static caches are allocated in multiples of this many positions (one compiled graph per size).
+STATIC_BUCKET = 256
+
 
 def eos_token_ids(model, tokenizer) -> frozenset[int]:
     """Every id that ends a turn: the generation config's EOS list plus the tokenizer's EOS."""
@@ -105,17 +108,23 @@ class Generator:
         prefix_cache: context cache shared across requests (None disables it).
         draft_model: a smaller model with the same tokenizer for ``Speculation(kind="draft")``.
         use_cache: False recomputes the full sequence each step (benchmark baseline only).
+        static_cache: decode into a preallocated ``StaticCache`` sized to each request (prompt +
+            ``max_new_tokens``, rounded up to :data:`STATIC_BUCKET` so few shapes recur); no context cache.
+        compile: also run the one-token decode step through ``torch.compile`` (implies ``static_cache``);
+            the first request of each size bucket pays the compilation.
     """
 
     def __init__(self, model, tokenizer, *, prefix_cache: PrefixCache | None = None, draft_model=None,
-                 use_cache: bool = True):
+                 use_cache: bool = True, static_cache: bool = False, compile: bool = False):
         self.model = model
         self.tokenizer = tokenizer
-        self.prefix_cache = prefix_cache if use_cache else None
+        self.static_cache = (static_cache or compile) and use_cache
+        self.prefix_cache = prefix_cache if use_cache and not self.static_cache else None
         self.draft_model = draft_model
         self.use_cache = use_cache
         self.eos = eos_token_ids(model, tokenizer)
         self.max_context = max_context(model)
+        self.step_forward = torch.compile(model, dynamic=False) if compile and use_cache else None
 
     def check_prompt(self, prompt: Sequence[int], params: SamplingParams) -> SamplingParams:
         """Refuse empty or over-long prompts; cap ``max_new_tokens`` at the context size."""
@@ -143,18 +152,22 @@ class Generator:
         """Generate to the end and return the typed result."""
         return self.stream(prompt, params, **kwargs).collect()
 
-    def _start_state(self, prompt: list[int], namespace: Hashable, timings: Timings) -> KVState:
+    def _start_state(self, prompt: list[int], namespace: Hashable, timings: Timings, max_new_tokens: int
+                     ) -> KVState:
         if self.prefix_cache is not None:
             hit = self.prefix_cache.lookup(namespace, prompt)
             if hit is not None:
                 timings.cached_prompt_tokens = hit.length
                 return KVState(self.model, cache=hit.cache, tokens=hit.tokens)
+        if self.static_cache:
+            size = -(-(len(prompt) + max_new_tokens) // STATIC_BUCKET) * STATIC_BUCKET
+            return KVState(self.model, static_len=min(size, self.max_context), step_forward=self.step_forward)
         return KVState(self.model, use_cache=self.use_cache)
 
     def _run(self, stream, prompt, params, spec, namespace, cancel) -> Iterator[str]:
         start = time.perf_counter()
         timings = Timings(prompt_tokens=len(prompt))
-        state = self._start_state(prompt, namespace, timings)
+        state = self._start_state(prompt, namespace, timings, params.max_new_tokens)
         drafter = make_drafter(spec, self.draft_model)
         steps = token_steps(state, prompt, params, self.eos, drafter, spec.num_tokens, make_generator(
             params.seed, state.device), timings)

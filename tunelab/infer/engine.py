@@ -73,6 +73,8 @@ class Engine(ServedTokenizer):
         prefix_cache: context cache (None disables it).
         draft_model: optional draft model for ``Speculation(kind="draft")``.
         speculation: default speculation for every request.
+        static_cache, compile: decode into a ``StaticCache`` / also ``torch.compile`` the decode step
+            (see :class:`~tunelab.infer.decode.Generator`; measured in ``bench/generate.py``).
     """
 
     def __init__(
@@ -84,6 +86,8 @@ class Engine(ServedTokenizer):
         prefix_cache: PrefixCache | None = None,
         draft_model=None,
         speculation: Speculation | None = None,
+        static_cache: bool = False,
+        compile: bool = False,
     ):
         if not served:
             raise ServeError("an engine needs at least one served model id")
@@ -91,7 +95,8 @@ class Engine(ServedTokenizer):
         self.tokenizer = tokenizer
         self.served = dict(served)
         self.speculation = speculation or Speculation()
-        self.generator = Generator(model, tokenizer, prefix_cache=prefix_cache, draft_model=draft_model)
+        self.generator = Generator(model, tokenizer, prefix_cache=prefix_cache, draft_model=draft_model,
+                                   static_cache=static_cache, compile=compile)
         self._lock = threading.RLock()
         self._is_peft = hasattr(model, "set_adapter") and hasattr(model, "disable_adapter")
 

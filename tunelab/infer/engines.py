@@ -33,6 +33,7 @@ class EngineOptions:
         speculation: default speculation of every request (tunelab engine).
         quant: GGUF quantization served by llama.cpp (f16 | q8_0 | q4_0 | f32).
         max_context: cap on the context the engine allocates up front (llama.cpp, vLLM); 0 = engine default.
+        static_cache, compile: tunelab engine: a ``StaticCache`` / a ``torch.compile``'d decode step.
     """
 
     adapters: Mapping[str, str | Path] = field(default_factory=dict)
@@ -41,6 +42,8 @@ class EngineOptions:
     speculation: Speculation = field(default_factory=Speculation)
     quant: str = "f16"
     max_context: int = 0
+    static_cache: bool = False
+    compile: bool = False
 
 
 Loader = Callable[[str, EngineOptions], object]
@@ -50,7 +53,7 @@ def _tunelab(target: str, options: EngineOptions):
     from tunelab.infer.load import load_engine
 
     return load_engine(target, options.adapters, device=options.device, draft=options.draft,
-                       speculation=options.speculation)
+                       speculation=options.speculation, static_cache=options.static_cache, compile=options.compile)
 
 
 ENGINES: Registry[Loader] = Registry("serving engine", key="--engine")
@@ -74,6 +77,8 @@ def refuse_unsupported(engine: str, options: EngineOptions, *, adapters: bool = 
         asked.append(("--speculation", "has no speculative decoding here"))
     if options.draft and not speculation:
         asked.append(("--draft", "has no speculative decoding here"))
+    if options.static_cache or options.compile:
+        asked.append(("--compile" if options.compile else "--static-cache", "decodes with its own kernels"))
     if asked:
         flag, why = asked[0]
         raise ConfigError(f"{flag}: --engine {engine} {why}.\n  fix: drop {flag}, or serve with --engine tunelab")

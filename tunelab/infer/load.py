@@ -108,6 +108,8 @@ def load_engine(
     draft: str | None = None,
     speculation: Speculation | None = None,
     cache_entries: int = 16,
+    static_cache: bool = False,
+    compile: bool = False,
 ) -> Engine:
     """Load ``target`` (+ adapters, + an optional draft model) into a ready :class:`Engine`."""
     from tunelab.config import ModelArgs
@@ -120,4 +122,5 @@ def load_engine(
         draft_model, _ = load_model(ModelArgs(name=draft), device=device)
         draft_model.eval()
     cache = PrefixCache(max_entries=cache_entries) if cache_entries > 0 else None
-    return Engine(model, tokenizer, served, prefix_cache=cache, draft_model=draft_model, speculation=speculation)
+    return Engine(model, tokenizer, served, prefix_cache=cache, draft_model=draft_model, speculation=speculation,
+                  static_cache=static_cache, compile=compile)
