@@ -223,13 +223,16 @@ class HumanJudge:
                 "  fix: collect votes with `tunelab arena serve DIR --db FILE` first"
             )
         self.name = f"human:{Path(self.db).name}"
+        self._votes = None
 
     def judge(self, pairs: Sequence[Pair]) -> list[Judgment]:
         from tunelab.evaluate.arena.store import VoteStore
 
+        if self._votes is None:  # read once: run_arena asks in chunks
+            self._votes = VoteStore(self.db).votes()
         wanted = {(p.prompt_id, frozenset((p.model_a, p.model_b))): p for p in pairs}
         out = []
-        for vote in VoteStore(self.db).votes():
+        for vote in self._votes:
             pair = wanted.get((vote.prompt_id, frozenset((vote.model_left, vote.model_right))))
             if pair is not None:
                 out.append(vote_judgment(vote, self.name, (pair.model_a, pair.model_b)))
