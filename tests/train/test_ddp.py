@@ -173,12 +173,33 @@ def test_methods_that_bypass_the_ddp_forward_are_refused():
 
 
 def test_launch_commands():
-    cpu = distributed.launch_command(2, ["train", "c.yaml"], device="cpu", accelerate_config=None)
-    assert cpu[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    assert cpu[-4:] == ["-m", "tunelab", "train", "c.yaml"]
     gpu = distributed.launch_command(4, ["train", "c.yaml"], device="cuda", accelerate_config=Path("fsdp.yaml"))
     assert gpu[1:3] == ["-m", "accelerate.commands.launch"]
     assert gpu[3:7] == ["--num_processes", "4", "--config_file", "fsdp.yaml"]
     assert "--multi_gpu" in distributed.launch_command(2, ["train"], device="cuda", accelerate_config=None)
     assert distributed.launch_env(2, {})["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert distributed.launch_env(2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    assert gpu[-4:] == ["-m", "tunelab", "train", "c.yaml"]
+
+
+def test_refusals_come_before_the_launch(runs, capsys):
+    """What every process would refuse is refused once by the launching command (exit 2, no launch)."""
+    from tunelab.cli.main import main
+
+    config = str(runs["root"] / "config.yaml")
+    assert main(["train", config, "--nproc", "2", "method=reward"]) == 2
+    assert "does not support multi-process" in capsys.readouterr().err
+    taken = f"output_dir={runs['one'].parent}"
+    assert main(["train", config, "--nproc", "2", taken, "name=one"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_failed_rank_gives_its_own_message_and_exit_code(runs):
+    """No launcher traceback: each rank's one-paragraph error, then one line naming the failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    cmd = [sys.executable, "-m", "tunelab", "train", str(runs["root"] / "config.yaml"), "--nproc", "2"]
+    cmd += [f"data.path={runs['root'] / 'missing.jsonl'}", f"output_dir={runs['root'] / 'failed'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert "data file not found" in done.stderr and "failed (exit code 2)" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

@@ -9,6 +9,17 @@ import typer
 from tunelab.models.safe_load import CLI_HELP
 
 
+def _check_before_launch(cfg, resume: bool, nproc: int) -> None:
+    """What the processes would each refuse, refused once here (one message, no launcher report)."""
+    from tunelab.methods import get_method
+    from tunelab.train import distributed
+    from tunelab.train.loop import refuse_started_run
+
+    distributed.require_support(cfg.method, get_method(cfg.method).multi_process, distributed.Ranks(0, nproc))
+    if cfg.name is not None:
+        refuse_started_run(cfg.run_dir(), resume)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def train_cmd(
@@ -35,6 +46,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config, list(ctx.args))
         if nproc > 1 or accelerate_config is not None:  # validated above; each process loads it again
+            _check_before_launch(cfg, resume, nproc)
+            print_preflight(cfg.data.path, cfg.data.format, cfg.data.columns)
             flags = [f for f, on in (("--resume", resume), ("--force", force), ("--allow-pickle", allow_pickle)) if on]
             argv = ["train", str(config), *ctx.args, *flags]
             device = default_device(cfg.training.device)
@@ -42,7 +55,7 @@ def register(app: typer.Typer) -> None:
             if code:
                 raise typer.Exit(code)
             return
-        if distributed.launched_world() <= 1:
+        if distributed.prints_preflight():
             print_preflight(cfg.data.path, cfg.data.format, cfg.data.columns)
         with pickle_allowed(allow_pickle):
             result = train(cfg, resume=resume, force=force)

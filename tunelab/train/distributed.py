@@ -33,6 +33,9 @@ import torch
 
 from tunelab.errors import ConfigError
 
+#: set in the processes ``tunelab train --nproc`` starts
+LAUNCHED = "TUNELAB_NPROC_CHILD"
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -49,6 +52,12 @@ class Ranks:
 def launched_world() -> int:
     """How many processes a launcher (torchrun, accelerate launch) started; 1 without one."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def prints_preflight() -> bool:
+    """Whether this process prints the data preflight: one process, or rank 0 of a launch that
+    ``tunelab train --nproc`` did not start (that one printed it before launching)."""
+    return os.environ.get("RANK", "0") == "0" and LAUNCHED not in os.environ
 
 
 def start(device: str) -> Ranks:
@@ -207,40 +216,75 @@ def full_state(accelerator, model) -> dict[str, torch.Tensor] | None:
 
 
 def launch_command(nproc: int, argv: Sequence[str], *, device: str, accelerate_config: Path | None) -> list[str]:
-    """The command that starts ``nproc`` copies of ``python -m tunelab <argv>``.
-
-    On CPU: ``torch.distributed.run --standalone`` (a free rendezvous port; accelerate's own
-    launcher runs a single process on CPU unless MPI is installed). On GPUs, or with an accelerate
-    config: ``accelerate launch`` (``--multi_gpu``, or the config's FSDP / DeepSpeed settings).
-    """
-    if nproc < 1:
-        raise ConfigError(f"--nproc: {nproc} must be at least 1")
-    if device == "cpu" and accelerate_config is None:
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    else:
-        head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc)]
-        head += ["--config_file", str(accelerate_config)] if accelerate_config else ["--multi_gpu"]
-        if device == "cpu":
-            head.append("--cpu")
+    """``accelerate launch`` of ``nproc`` copies of ``python -m tunelab <argv>`` (GPUs, or any
+    accelerate config: ``--multi_gpu``, or the config's FSDP / DeepSpeed settings)."""
+    head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc)]
+    head += ["--config_file", str(accelerate_config)] if accelerate_config else ["--multi_gpu"]
+    if device == "cpu":
+        head.append("--cpu")
     return [*head, "-m", "tunelab", *argv]
+
+
+def _elastic(nproc: int, argv: Sequence[str]) -> int:
+    """``nproc`` local copies of ``python -m tunelab <argv>`` under torch's elastic agent, as
+    ``torchrun --standalone`` starts them (a free rendezvous port; accelerate's own launcher
+    runs a single process on CPU unless MPI is installed). A failed rank's own message is on
+    stderr already; the agent's traceback is not repeated."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "tunelab", *argv)
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
+        from tunelab.utils.log import console
+
+        console.print(f"training process {rank} of {nproc} failed (exit code {failure.exitcode}); its message is above")
+        return code
+    return 0
 
 
 def launch_env(nproc: int, env: dict[str, str] | None = None) -> dict[str, str]:
     """The children's environment: one share of the CPU cores each (unless OMP_NUM_THREADS is set)."""
     out = dict(os.environ if env is None else env)
     out.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    out[LAUNCHED] = "1"
     return out
 
 
 def launch(nproc: int, argv: Sequence[str], *, device: str, accelerate_config: Path | None = None) -> int:
-    """Run ``tunelab <argv>`` in ``nproc`` processes; returns their launcher's exit code."""
+    """Run ``tunelab <argv>`` in ``nproc`` processes; returns their exit code (the first failure's)."""
     import subprocess
 
+    if nproc < 1:
+        raise ConfigError(f"--nproc: {nproc} must be at least 1")
     if accelerate_config is not None and not accelerate_config.is_file():
         raise ConfigError(
             f"--accelerate-config: {accelerate_config} does not exist.\n"
             "  fix: pass one of `tunelab examples list`'s accelerate/*.yaml (copied with `tunelab examples copy`)"
         )
+    if device == "cpu" and accelerate_config is None:
+        saved = dict(os.environ)
+        os.environ.update(launch_env(nproc))  # the elastic agent passes this process's environment on
+        try:
+            return _elastic(nproc, argv)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
     cmd = launch_command(nproc, argv, device=device, accelerate_config=accelerate_config)
     proc = subprocess.Popen(cmd, env=launch_env(nproc))
     try:

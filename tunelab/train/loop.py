@@ -80,17 +80,22 @@ class RunResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def _run_dir(config: RunConfig, resume: bool, ranks: Ranks) -> Path:
-    if config.name is None:  # the main process's stamp, so every rank names the same folder
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        config.name = distributed.broadcast(f"{config.method}-{config.adapter.type}-{stamp}", ranks)
-    run_dir = config.run_dir()
+def refuse_started_run(run_dir: Path, resume: bool) -> None:
+    """A run folder that already holds a run is continued with ``--resume``, never overwritten."""
     started = run_dir.exists() and (complete_checkpoints(run_dir / "checkpoints") or (run_dir / "result.json").exists())
     if started and not resume:
         raise CheckpointError(
             f"run folder {run_dir} already holds a run.\n"
             f"  fix: continue it with --resume, or start a new one with name=<new-name>"
         )
+
+
+def _run_dir(config: RunConfig, resume: bool, ranks: Ranks) -> Path:
+    if config.name is None:  # the main process's stamp, so every rank names the same folder
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        config.name = distributed.broadcast(f"{config.method}-{config.adapter.type}-{stamp}", ranks)
+    run_dir = config.run_dir()
+    refuse_started_run(run_dir, resume)
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier(ranks)  # every rank has checked the folder before the main one writes to it
