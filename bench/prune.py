@@ -17,7 +17,8 @@ Two parts (``--part sizes``, ``--part recover`` or both, the default):
 
 Data: answers sampled (temperature 1) from the unpruned model for the prompts of
 ``examples/data/*prompts*.jsonl`` and the quickstart questions, written once to
-``bench/results/prune_corpus.jsonl`` (message rows; the answer tokens are scored). Perplexity on
+``bench/results/prune_corpus.jsonl`` (``--corpus-rows`` message rows, 64 answer tokens at most; the
+answer tokens are scored). Perplexity on
 the model's own samples is ``exp(H + KL(base || pruned))`` per token: the ratio to the base is the
 distance the pruning put between the two distributions, which is what recovery must close.
 Results: ``bench/results/prune.json``. Run: ``python bench/prune.py [--part sizes|recover]``.
@@ -61,14 +62,17 @@ def prompts() -> list[str]:
     return list(seen)
 
 
-def corpus(model, tokenizer, path: Path, max_new_tokens: int = 128, batch: int = 16) -> Path:
-    """Message rows: each prompt with an answer sampled from ``model`` (written once, then reused)."""
+def corpus(model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int = 64, batch: int = 32) -> Path:
+    """Message rows: ``rows_wanted`` prompts (a seeded sample) with answers sampled from ``model`` (written once)."""
+    import random
+
     if path.is_file():
         return path
     torch.manual_seed(0)
     tokenizer.padding_side = "left"
     rows = []
     items = prompts()
+    items = random.Random(0).sample(items, min(rows_wanted, len(items)))
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         texts = [
@@ -207,8 +211,9 @@ def main() -> None:
     parser.add_argument("--part", choices=["sizes", "recover", "both"], default="both")
     parser.add_argument("--drop-layers", type=int, default=8, help="depth: layers dropped (8 of 30 = ~21%% params)")
     parser.add_argument("--keep", type=float, default=0.66, help="width: MLP channels kept (1536 -> 1024: ~20%%)")
-    parser.add_argument("--decode-tokens", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--corpus-rows", type=int, default=192, help="prompts answered by the model (10%% held out)")
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--method", choices=["depth", "width"], default="width", help="recover part: the prune")
     parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
     parser.add_argument("--recover-adapter", choices=["full", "lora"], default="full")
@@ -220,7 +225,7 @@ def main() -> None:
 
     model, tokenizer = load_model(ModelArgs(name=MODEL, dtype="fp32"), device="cpu")
     model.eval()
-    corpus_path = corpus(model, tokenizer, RESULTS / "prune_corpus.jsonl")
+    corpus_path = corpus(model, tokenizer, RESULTS / "prune_corpus.jsonl", args.corpus_rows)
     data = load_calibration(
         DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length), tokenizer, max_rows=64
     )
