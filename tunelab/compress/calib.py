@@ -11,7 +11,7 @@ matches the perplexity printed here. Rows are one example each (no packing): bat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,31 @@ def token_mask(inputs: dict[str, Any]) -> Any:
 
     mask = inputs.get("attention_mask")
     return torch.ones_like(inputs["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
+
+
+def run_calibration(model: Any, calib_batches: Iterable[Any], handles: list[Any], state: dict[str, Any]) -> int:
+    """Run every batch through ``model`` (eval mode, no grad) for the hooks in ``handles``; returns the real tokens.
+
+    Before each forward, ``state["mask"]`` is the batch's (B, T) real-token mask, for hooks to
+    leave padding out. The hooks are removed and the train/eval mode restored even on an error.
+    """
+    import torch
+
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in calib_batches:
+                inputs = {k: v.to(model.device) for k, v in model_inputs(batch).items()}
+                state["mask"] = token_mask(inputs)
+                count += int(state["mask"].sum())
+                model(**inputs, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return count
 
 
 @dataclass

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tunelab.compress.calib import model_inputs, token_mask
+from tunelab.compress.calib import run_calibration
 from tunelab.errors import ConfigError, ModelError
 
 
@@ -79,11 +79,9 @@ def layer_scores(model: Any, calib_batches: Iterable[Any]) -> list[float]:
     Returns:
         One score per layer in [0, 1], lowest = most redundant (Gromov et al. 2024, eq. 7 with n=1).
     """
-    import torch
 
     layers = decoder_layers(model)
     sums = [0.0] * len(layers)
-    count = 0
     state: dict[str, Any] = {}
 
     def hook(index: int):
@@ -96,19 +94,7 @@ def layer_scores(model: Any, calib_batches: Iterable[Any]) -> list[float]:
         return capture
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in calib_batches:
-                inputs = {k: v.to(model.device) for k, v in model_inputs(batch).items()}
-                state["mask"] = token_mask(inputs)
-                count += int(state["mask"].sum())
-                model(**inputs, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    count = run_calibration(model, calib_batches, handles, state)
     if count == 0:
         raise ConfigError("the calibration set has no tokens.\n  fix: pass a --calib file with text rows")
     return [s / count for s in sums]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tunelab.compress.calib import model_inputs, token_mask
+from tunelab.compress.calib import run_calibration
 from tunelab.compress.prune import decoder_layers, text_config
 from tunelab.errors import ConfigError, ModelError
 
@@ -60,18 +60,7 @@ def channel_importance(model: Any, calib_batches: Iterable[Any]) -> list[Any]:
         return capture
 
     handles = [mlp.down_proj.register_forward_pre_hook(hook(i)) for i, mlp in enumerate(mlps)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in calib_batches:
-                inputs = {k: v.to(model.device) for k, v in model_inputs(batch).items()}
-                state["mask"] = token_mask(inputs)
-                model(**inputs, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    run_calibration(model, calib_batches, handles, state)
     column_norms = [mlp.down_proj.weight.detach().double().norm(dim=0).cpu() for mlp in mlps]  # (I,)
     return [(s.sqrt() * n).float() for s, n in zip(squares, column_norms, strict=True)]
 
