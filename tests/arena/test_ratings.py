@@ -130,3 +130,5 @@ def test_bootstrap_is_seeded():
 def test_leaderboard_without_battles():
     (only,) = leaderboard([], ["A"])
     assert only.battles == 0 and only.bt == 1000 and math.isnan(only.lower)
+    idle = next(r for r in leaderboard([Battle("A", "B", "a")], ["A", "B", "C"], rounds=20) if r.model == "C")
+    assert idle.battles == 0 and math.isnan(idle.lower) and math.isnan(idle.upper) and math.isnan(idle.win_rate)

@@ -203,8 +203,8 @@ def leaderboard(
         Rating(
             m,
             float(bt[i]),
-            float(lower[i]),
-            float(upper[i]),
+            float(lower[i]) if games[i] else math.nan,  # no battles: no interval to report
+            float(upper[i]) if games[i] else math.nan,
             elo[m],
             int(round(games[i])),
             float(wins[i].sum() / games[i]) if games[i] else math.nan,

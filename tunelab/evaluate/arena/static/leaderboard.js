@@ -33,7 +33,7 @@ function intervalBar(td, r, lo, hi) {
 
 async function refresh() {
   const data = await (await fetch("/api/leaderboard")).json();
-  document.getElementById("total").textContent = `${data.votes} votes`;
+  document.getElementById("total").textContent = `${data.votes} vote${data.votes === 1 ? "" : "s"}`;
   document.getElementById("few").hidden = !data.ratings.some((r) => r.battles < 10);
   const body = document.querySelector("#board tbody");
   body.replaceChildren();
