@@ -153,3 +153,16 @@ def test_arena_run_errors(runs, tmp_path, capsys):
         == 2
     )
     assert "bad.jsonl line 2: needs a non-empty prompt string" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--models", "tiny", "tiny"], ["--models", "tiny", "--models", "tiny"], ["--models=tiny", "--models", "tiny"]],
+)
+def test_models_flag_takes_a_list(flags, tmp_path, capsys):
+    from tunelab.cli.main import main
+
+    missing = tmp_path / "missing.txt"  # fails after the model count check: both models were read
+    assert main(["arena", "run", *flags, "--prompts", str(missing), "--judge", "llm:x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.txt: file not found" in err and "two models" not in err
