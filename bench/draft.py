@@ -35,9 +35,12 @@ def main() -> None:
     parser.add_argument("--max-prompts", type=int, default=300)
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--num-draft", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--eval-prompts", type=int, default=12)
+    parser.add_argument("--eval-tokens", type=int, default=64)
+    parser.add_argument("--also-num-draft", type=int, nargs="*", default=[], help="re-measure with these k too")
     parser.add_argument("--out", default=None, help="keep the draft here (default: a temp dir, removed)")
     args = parser.parse_args()
     options = DraftOptions(
@@ -47,24 +50,29 @@ def main() -> None:
         gen_tokens=args.gen_tokens,
         num_draft=args.num_draft,
         learning_rate=args.lr,
+        batch_size=args.batch_size,
         alpha=args.alpha,
         eval_prompts=args.eval_prompts,
+        eval_tokens=args.eval_tokens,
     )
     load_before = os.getloadavg()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "draft"
         report = build_draft(args.target, out, options, overwrite=bool(args.out), log=lambda s: print(s, flush=True))
-    wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        other_k = [remeasure(args.target, out, options, k) for k in args.also_num_draft]
     result = {
         "command": "python bench/draft.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),  # this process's CPU time: what the build costs without the other tenants
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "torch_threads": __import__("torch").get_num_threads(),
         **report.to_dict(),
+        "other_num_draft": other_k,
     }
     path = ROOT / "bench" / "results" / f"draft-{args.layers}L.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,28 @@ def main() -> None:
         f"build {wall / 60:.1f} min; acceptance {s['acceptance_rate']:.3f}; speedup {s['speedup']:.2f}x; "
         f"identical {s['identical']}; load average {result['load_average_before']} -> {result['load_average_after']}"
     )
+    for row in other_k:
+        print(
+            f"num_draft {row['num_draft']}: acceptance {row['acceptance_rate']:.3f}; speedup {row['speedup']:.2f}x; "
+            f"identical {row['identical']}"
+        )
     print(f"wrote {path}")
+
+
+def remeasure(target: str, out: Path, options: DraftOptions, num_draft: int) -> dict:
+    """The saved draft measured again with another number of drafted tokens per step."""
+    from dataclasses import asdict, replace
+
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.compress.draft import DEFAULT_PROMPTS, load_target, measure_speed, read_prompts, split_prompts
+    from tunelab.presets import preset_path
+
+    model, tokenizer = load_target(target, "cpu")
+    draft = AutoModelForCausalLM.from_pretrained(out, dtype="float32").eval()
+    _, held_out = split_prompts(read_prompts(options.prompts or preset_path(DEFAULT_PROMPTS)), options)
+    speed = measure_speed(model, draft, tokenizer, held_out, replace(options, num_draft=num_draft))
+    return {**asdict(speed), "acceptance_rate": speed.acceptance_rate, "speedup": speed.speedup}
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ class DraftOptions:
     gen_tokens: int = 64  # longest target answer generated for training
     gen_batch: int = 16
     steps: int = 150  # optimizer steps of the distillation
-    batch_size: int = 8
-    learning_rate: float = 3e-4
+    batch_size: int = 4  # packed rows of max_length tokens per step
+    max_length: int = 256
+    learning_rate: float = 5e-4
     loss: str = "forward_kl"
     alpha: float = 0.5  # weight of the cross-entropy on the target's own tokens
     top_k: int = 32
@@ -194,7 +195,9 @@ def render(tokenizer, prompt: str) -> list[int]:
 # --------------------------------------------------------------------------- steps
 
 
-def target_answers(model, tokenizer, prompts: Sequence[str], options: DraftOptions) -> list[tuple[str, int]]:
+def target_answers(
+    model, tokenizer, prompts: Sequence[str], options: DraftOptions, log: Callable[[str], None] = print
+) -> list[tuple[str, int]]:
     """The target's greedy answers ``(text, token count)`` to ``prompts``, generated in batches."""
     from tunelab.infer.batch import generate_batch
     from tunelab.infer.types import SamplingParams
@@ -209,6 +212,7 @@ def target_answers(model, tokenizer, prompts: Sequence[str], options: DraftOptio
             chunk, generate_batch(model, tokenizer, [render(tokenizer, prompts[i]) for i in chunk], params), strict=True
         ):
             results[i] = (result.text, len(result.tokens))
+        log(f"  answered {len(results)}/{len(prompts)} prompts")
     return [results[i] for i in range(len(prompts))]
 
 
@@ -249,7 +253,7 @@ def distill_config(student: Path, teacher: str, data: Path, runs: Path, options:
             "path": str(data),
             "format": "messages",
             "template": "chat",
-            "max_length": 512,
+            "max_length": options.max_length,
             "validation_split": 0.05,
             "seed": options.seed,
         },
@@ -307,7 +311,7 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     return report
 
 
-def _load_target(target: str, device: str):
+def load_target(target: str, device: str):
     """``(model, tokenizer)`` in fp32: a run is merged first (its trained chat template kept)."""
     from tunelab.config import ModelArgs
     from tunelab.models.load import load_model
@@ -357,7 +361,7 @@ def build_draft(
         clock[name] = round(now - tick, 1)
         tick = now
 
-    model, tokenizer = _load_target(target, options.device)
+    model, tokenizer = load_target(target, options.device)
     total = len(decoder_layers(model))
     keep = options.kept_layers(total)
     prompts = read_prompts(options.prompts or preset_path(DEFAULT_PROMPTS))
@@ -366,7 +370,7 @@ def build_draft(
         f"target {target}: {total} layers; draft keeps {keep}; {len(train_prompts)} training prompts, "
         f"{len(eval_prompts)} held out"
     )
-    answers = target_answers(model, tokenizer, train_prompts, options)
+    answers = target_answers(model, tokenizer, train_prompts, options, log)
     lap("generate")
     log(f"target answered {len(answers)} prompts ({sum(n for _, n in answers)} tokens) in {clock['generate']:.0f} s")
     pairs = [(p, a) for p, (a, _) in zip(train_prompts, answers, strict=True) if a.strip()]
