@@ -3,8 +3,10 @@
 Prompts are left-padded (so every row's next token sits in the last column) with an attention
 mask that hides the padding and ``position_ids`` that start at 0 on each row's first real
 token, so a padded row computes what it would compute alone (tested against one-by-one
-generation). Each row stops on its own (EOS, stop string or length); finished rows keep a pad
-token until the whole batch is done.
+generation). Each row stops on its own (EOS, stop string or length) and leaves the batch at
+once: its KV-cache row, mask and positions are dropped, so a batch costs the sum of its rows'
+lengths, not its size times the longest row (a batched generator that pads finished rows, like
+transformers' ``generate``, keeps paying for them until the slowest row is done).
 """
 
 from __future__ import annotations
@@ -72,13 +74,11 @@ def generate_batch(
     first_token_at = 0.0
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                    logits_to_keep=1, **kw).logits[:, -1].float()
+    active = list(range(len(prompts)))  # the prompt index of each row still in the batch
     for step in range(params.max_new_tokens):
         chosen = []
-        for row in range(len(prompts)):
-            if finish[row] is not None:
-                chosen.append(pad)
-                continue
-            token = pick_token(logits[row], params, list(prompts[row]) + outputs[row], generators[row])
+        for slot, row in enumerate(active):
+            token = pick_token(logits[slot], params, list(prompts[row]) + outputs[row], generators[row])
             outputs[row].append(token)
             chosen.append(token)
             stopped = assemblers[row].push([token] if token not in eos else []).stopped
@@ -87,6 +87,12 @@ def generate_batch(
         first_token_at = first_token_at or time.perf_counter() - start
         if all(f is not None for f in finish) or step == params.max_new_tokens - 1:
             break
+        keep = [slot for slot, row in enumerate(active) if finish[row] is None]
+        if len(keep) < len(active):  # drop finished rows (cache, mask, positions): they cost nothing from here on
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask, positions = mask[index], positions[index]
+            active, chosen = [active[s] for s in keep], [chosen[s] for s in keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         positions = positions[:, -1:] + 1
         logits = model(input_ids=torch.tensor(chosen, device=device)[:, None], attention_mask=mask,
