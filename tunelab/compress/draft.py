@@ -127,32 +127,24 @@ class DraftReport:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Prompts of a ``.txt`` file (one per line) or a jsonl file (``prompt`` / ``instruction`` (+ ``input``) /
-    ``question`` / the first user turn of ``messages``).
+    """Prompts of a ``.txt`` file (one per line) or of any data file tunelab reads (jsonl, json, csv,
+    parquet, a saved dataset): ``prompt`` / ``instruction`` (+ ``input``) / ``question`` / the first
+    user turn of ``messages``.
 
     Raises:
         DataError: naming the file and line of a row without a prompt.
     """
+    from tunelab.data.readers import read_raw
+
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--prompts {path}: no such file.\n  fix: pass a .jsonl or .txt file of prompts")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".txt":
-        return [line.strip() for line in lines if line.strip()]
+    if path.suffix == ".txt" and path.is_file():
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not JSON ({err.msg}).\n  fix: one JSON object per line") from None
-        text = _prompt_of(row)
+    for row in read_raw(path):
+        text = _prompt_of(row.data) if row.data is not None else None
         if not text:
-            raise DataError(
-                f"{path}:{number}: no prompt (looked for {', '.join(PROMPT_KEYS)} or a user turn in messages).\n"
-                '  fix: write rows like {"prompt": "..."}'
-            )
+            why = row.error or f"no prompt (looked for {', '.join(PROMPT_KEYS)} or a user turn in messages)"
+            raise DataError(f'{row.source}:{row.line}: {why}.\n  fix: write rows like {{"prompt": "..."}}')
         prompts.append(text)
     return prompts
 
