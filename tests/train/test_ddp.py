@@ -203,3 +203,68 @@ def test_a_failed_rank_gives_its_own_message_and_exit_code(runs):
     assert done.returncode == 2
     assert "data file not found" in done.stderr and "failed (exit code 2)" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_reference_pass_runs_on_the_module_inside_ddp(tmp_path, tiny_path):
+    """DPO/KTO's adapter-off reference needs peft's ``disable_adapter``, which DDP's wrapper lacks:
+    it runs on the wrapped module (no gradient, nothing to synchronise) and gives the same values."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tunelab.config import AdapterArgs, ModelArgs
+    from tunelab.methods.logprobs import completion_logps
+    from tunelab.methods.reference import Reference
+    from tunelab.models.load import load_model
+
+    model, _ = load_model(ModelArgs(name=str(tiny_path)), AdapterArgs(type="lora", r=4, dropout=0.0), for_training=True)
+    with torch.no_grad():  # a non-zero adapter, so that adapter-off differs from adapter-on
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ids = torch.randint(3, 200, (2, 10), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": torch.zeros_like(ids)}
+    batch["completion_mask"][:, 5:] = 1
+    reference = Reference(None, model)
+    expected = reference.logps(model, batch)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(model)
+        assert torch.allclose(reference.logps(wrapped, batch), expected)
+        policy, _ = completion_logps(wrapped, batch)  # the policy pass goes through DDP's forward
+        assert not torch.allclose(policy, expected)  # the adapter was on there, off in the reference
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two more process launches (about a minute on 2 busy cores)
+def test_dpo_with_an_on_the_fly_reference_in_two_processes_equals_one(tmp_path):
+    """Pairs are the weight (batch_weight = pairs); the adapter-off reference runs every step."""
+    from tunelab.config import load_config
+
+    data = Path(__file__).resolve().parents[2] / "tunelab" / "presets" / "examples" / "data" / "preferences.jsonl"
+    base = [
+        "method=dpo",
+        "model.name=tiny",
+        "adapter.r=8",
+        "adapter.dropout=0.0",
+        f"data.path={data}",
+        "data.format=preference",
+        "data.max_length=160",
+        "data.max_prompt_length=96",
+        "method_args.precompute_reference=false",
+        "training.precision=fp32",
+        "training.device=cpu",
+        "training.max_steps=3",
+        "training.gradient_accumulation=2",
+        "training.learning_rate=0.01",
+        f"output_dir={tmp_path / 'runs'}",
+    ]
+    one = Path(train(load_config(None, [*base, "name=one", "training.micro_batch_size=4"])).run_dir)
+    config_file = tmp_path / "dpo.yaml"
+    save_config(load_config(None, [*base, "training.micro_batch_size=2"]), config_file)
+    _launch(config_file, tmp_path, "name=two")
+    two = tmp_path / "runs" / "two"
+    for step, row in _steps(one).items():
+        for key in ("loss", "grad_norm", "accuracy"):
+            assert _steps(two)[step][key] == pytest.approx(row[key], abs=TOL, rel=TOL), (step, key)
+    assert _max_diff(_weights(one), _weights(two)) < TOL
