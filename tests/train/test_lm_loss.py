@@ -139,3 +139,32 @@ def test_a_lora_wrapped_head_takes_the_plain_path(tiny_model):
         assert head is None
     batch = sft_batch(3)
     assert_same(wrapped, plain_sft(wrapped, batch), chunked_sft(wrapped, batch))
+
+
+def test_packed_preference_layout_by_hand():
+    from tunelab.methods.logprobs import packed_prompt_completion_batch
+
+    # sequences of 5, 3 and 6 tokens into rows of 8: best fit decreasing puts 6 alone, then 5 + 3
+    batch = packed_prompt_completion_batch([[1, 2], [3], [4, 5, 6]], [[7, 8, 9], [10, 11], [12, 13, 14]], 0, 8)
+    assert batch["input_ids"].tolist() == [[4, 5, 6, 12, 13, 14, 0, 0], [1, 2, 7, 8, 9, 3, 10, 11]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0, 1], [0, 1, 2, 3, 4, 0, 1, 2]]
+    assert batch["completion_mask"].tolist() == [[0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0, 1, 1]]
+    assert batch["sequence_index"].tolist() == [[2, 2, 2, 2, 2, 2, -1, -1], [0, 0, 0, 0, 0, 1, 1, 1]]
+
+
+def test_packed_completion_logps_and_grads_equal_padded(tiny_model):
+    """Padding-free DPO batches: the same per-sequence log-probs and gradients as right-padded ones."""
+    from tunelab.methods.logprobs import packed_prompt_completion_batch, prompt_completion_batch
+
+    model = lora(tiny_model)
+    g = torch.Generator().manual_seed(4)
+    lengths = [(3, 9), (6, 2), (2, 14), (5, 5), (4, 1), (7, 11)]
+    prompts = [torch.randint(4, 500, (p,), generator=g).tolist() for p, _ in lengths]
+    completions = [torch.randint(4, 500, (c,), generator=g).tolist() for _, c in lengths]
+    padded = prompt_completion_batch(prompts, completions, 0)
+    packed = packed_prompt_completion_batch(prompts, completions, 0, 20)
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]  # fewer rows: less padding
+    (a, n_a), (b, n_b) = completion_logps(model, padded), completion_logps(model, packed)
+    assert n_a.tolist() == n_b.tolist() == [float(c) for _, c in lengths]
+    weights = torch.tensor([1.0, -1.0, 2.0, 0.5, -0.5, 1.5]) / sum(c for _, c in lengths)
+    assert_same(model, (a * weights).sum(), (b * weights).sum())

@@ -65,6 +65,24 @@ def single_row(example: TokenizedExample) -> Row:
     return Row(list(example.input_ids), list(example.labels), list(range(len(example.input_ids))))
 
 
+def pack_bins(sizes: Sequence[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: indices of ``sizes`` per bin of at most ``capacity``, bins in opening order."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    bins: list[list[int]] = []  # item indices per bin
+    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
+    for i in order:
+        at = bisect.bisect_left(free, (sizes[i], -1))
+        if at < len(free):
+            room, row = free.pop(at)
+        else:
+            room, row = capacity, len(bins)
+            bins.append([])
+        bins[row].append(i)
+        if room - sizes[i] > 0:
+            bisect.insort(free, (room - sizes[i], row))
+    return bins
+
+
 def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[Row]:
     """Pack examples into rows of at most ``max_length`` tokens (best-fit decreasing).
 
@@ -78,22 +96,8 @@ def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[Row]:
     Returns:
         Rows in the order they were opened.
     """
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    bins: list[list[int]] = []  # example indices per row
-    free: list[tuple[int, int]] = []  # sorted (remaining capacity, row index)
-    for i in order:
-        size = len(examples[i].input_ids)
-        at = bisect.bisect_left(free, (size, -1))
-        if at < len(free):
-            room, row = free.pop(at)
-        else:
-            room, row = max_length, len(bins)
-            bins.append([])
-        bins[row].append(i)
-        if room - size > 0:
-            bisect.insort(free, (room - size, row))
     rows = []
-    for members in bins:
+    for members in pack_bins([len(e.input_ids) for e in examples], max_length):
         ids: list[int] = []
         labels: list[int] = []
         positions: list[int] = []

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from tunelab.methods.args import parse_method_args
 from tunelab.methods.base import Batch, Datasets, Method
-from tunelab.methods.logprobs import completion_logps, prompt_completion_batch
+from tunelab.methods.logprobs import completion_logps, packed_prompt_completion_batch, prompt_completion_batch
 from tunelab.methods.losses import LossOutput, LossParams, PairLogps, get_loss
 
 
@@ -92,10 +92,24 @@ class Preference(Method):
     def build_datasets(self) -> Datasets:
         return alignment_datasets(self, "preference")
 
+    @property
+    def packing(self) -> bool:
+        """Pack the batch's sequences (padding-free) unless data.packing is off or a prompt-learning
+        adapter ignores position_ids."""
+        from tunelab.models.adapters import PROMPT_LEARNING
+
+        return self.config.data.packing and self.config.adapter.type not in PROMPT_LEARNING
+
     def collate(self, items: list) -> Batch:
+        """Chosen then rejected sequences (sequence i < B is pair i's chosen), packed or right-padded."""
         prompts = [it.prompt_ids for it in items] * 2
         completions = [it.chosen_ids for it in items] + [it.rejected_ids for it in items]
-        batch: Batch = prompt_completion_batch(prompts, completions, self.tokenizer.pad_token_id)
+        if self.packing:
+            batch: Batch = packed_prompt_completion_batch(
+                prompts, completions, self.tokenizer.pad_token_id, self.config.data.max_length
+            )
+        else:
+            batch = prompt_completion_batch(prompts, completions, self.tokenizer.pad_token_id)
         if all(it.ref_chosen is not None for it in items):
             batch["ref_logps"] = torch.tensor(
                 [it.ref_chosen for it in items] + [it.ref_rejected for it in items], dtype=torch.float32
@@ -103,7 +117,13 @@ class Preference(Method):
         return batch
 
     def batch_weight(self, batch: Batch) -> float:
-        return batch["input_ids"].shape[0] / 2
+        return len(self.example_lengths(batch)) / 2
+
+    def example_lengths(self, batch: Batch) -> list[int]:
+        if "sequence_index" in batch:
+            owner = batch["sequence_index"]
+            return [int(n) for n in torch.bincount(owner[owner >= 0]).tolist()]
+        return super().example_lengths(batch)
 
     def frozen_forward_lengths(self, batch: Batch) -> list[int]:
         on_the_fly = self.spec.needs_reference and "ref_logps" not in batch
