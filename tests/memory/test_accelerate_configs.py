@@ -75,3 +75,17 @@ def test_other_strategies_and_offload():
         planner_sharding({"distributed_type": "FSDP", "fsdp_config": {"fsdp_sharding_strategy": "HALF"}})
     with pytest.raises(ConfigError, match="MEGATRON_LM"):
         planner_sharding({"distributed_type": "MEGATRON_LM"})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_plan_reads_the_config(name, capsys):
+    """``tunelab plan --accelerate-config F`` is the plan of ``--gpus N --sharding S`` it maps to."""
+    from tunelab.cli.main import main
+
+    def plan(*flags: str) -> str:
+        assert main(["plan", "--model", "llama-3.1-8b", "--method", "qlora", "--json", *flags]) == 0
+        return capsys.readouterr().out
+
+    mode, gpus = EXPECTED[name]
+    assert plan("--accelerate-config", str(ROOT / name)) == plan("--gpus", str(gpus), "--sharding", mode)
+    assert plan("--accelerate-config", str(ROOT / name)) != plan()  # it changed the per-GPU numbers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
@@ -45,6 +46,8 @@ def register(app: typer.Typer) -> None:
         gpus: int = typer.Option(1, "--gpus", help="GPUs (data parallel)."),
         sharding: str = typer.Option("none", "--sharding", help="none, ddp, zero1, zero2, zero3, fsdp."),
         offload: bool = typer.Option(False, "--offload", help="Offload optimizer state (and ZeRO-3 params) to CPU."),
+        accelerate_config: Path = typer.Option(None, "--accelerate-config", help="Take --gpus, --sharding and "
+                                               "--offload from an accelerate config (examples/accelerate/)."),
         reference: str = typer.Option(None, "--reference", help="DPO/KTO/PPO reference: adapter, model, "
                                       "precomputed."),
         teacher: str = typer.Option(None, "--teacher", help="Distillation teacher (preset or model)."),
@@ -83,6 +86,11 @@ def register(app: typer.Typer) -> None:
     ):
         """Estimate peak memory (weights, adapter, gradients, optimizer, activations, logits, KV cache)."""
         options = dict(locals())  # every option by name: PlanFlags takes those it has
+        if accelerate_config is not None:  # its engine and process count (tunelab/memory/accelerate_config.py)
+            from tunelab.memory.accelerate_config import read_accelerate_config
+
+            engine = read_accelerate_config(accelerate_config)
+            options.update(gpus=engine.gpus, sharding=engine.sharding, offload=offload or engine.offload)
         from tunelab.memory import plan_request as req
         from tunelab.utils.log import console
 
