@@ -82,6 +82,7 @@ def plot_ratings(ratings: Sequence[Rating], path: str | Path, title: str = "Brad
     ax.errorbar(bt, y, xerr=[bt - lower, upper - bt], fmt="o", color="#1f5fa8", ecolor="#7aa6d6", capsize=4)
     for yi, r in zip(y, ordered, strict=True):
         ax.annotate(f"{r.bt:.0f}", (r.bt, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.margins(y=0.35)  # room for the labels above the top point
     ax.set_yticks(y, [r.model for r in ordered])
     ax.set_xlabel("rating (Elo points), 95% bootstrap interval")
     ax.set_title(title)
