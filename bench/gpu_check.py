@@ -4,6 +4,7 @@ planner's predicted peak vs the measured one (``torch.cuda.max_memory_allocated`
 
     python bench/gpu_check.py                     # on a GPU machine (bench/gpu_check.sh runs it)
     python bench/gpu_check.py --device cpu --dry-run   # builds the configs and the predictions only
+    python bench/gpu_check.py --device cpu --bundled tiny --larger ""   # the whole path on CPU, in seconds
 
 Random weights are enough here: speed and memory depend on the architecture, not on the values.
 """
@@ -24,7 +25,8 @@ LARGER = "smollm2-1.7b"  # same tokenizer (vocab 49152) as the bundled model
 
 
 def random_weights_model(preset: str, out: Path, device: str) -> Path:
-    """A folder with the preset's architecture, random weights and the bundled model's tokenizer."""
+    """A folder with the preset's architecture, random weights and the bundled model's tokenizer
+    (the preset must share its vocabulary, as smollm2-1.7b does)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -59,13 +61,17 @@ def predicted_gib(config, device: str) -> float:
     return plan_training(spec_from_config(config, device)).total / GIB
 
 
-def measure(config) -> dict:
+def measure(config, device: str) -> dict:
+    """One short run; peak memory is ``max_memory_allocated`` on a GPU, the process's peak RSS on CPU."""
+    import resource
+
     import torch
 
     from tunelab.train.loop import train
 
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     began = time.time()
     result = train(config, force=True)
     rows = [json.loads(x) for x in (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -73,7 +79,11 @@ def measure(config) -> dict:
     return {
         "tokens_per_s": result.tokens_per_s,
         "mfu": statistics.median(mfus) if mfus else float("nan"),
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_gib": (
+            torch.cuda.max_memory_allocated() / 2**30
+            if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        ),
         "final_loss": result.final_loss,
         "wall_s": time.time() - began,
     }
@@ -84,20 +94,22 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--dry-run", action="store_true", help="configs and planner predictions only")
+    parser.add_argument("--bundled", default=BUNDLED, help="the real model (default: the bundled one)")
+    parser.add_argument("--larger", default=LARGER, help="preset built with random weights; '' skips it")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunelab-gpu-check-"))
-    models = {BUNDLED: BUNDLED}
-    if not args.dry_run:
-        models[f"{LARGER} (random)"] = str(random_weights_model(LARGER, work / "larger", args.device))
-    else:
-        models[f"{LARGER} (random)"] = LARGER  # the planner reads the preset; nothing is built
+    models = {args.bundled: args.bundled}
+    if args.larger and not args.dry_run:
+        models[f"{args.larger} (random)"] = str(random_weights_model(args.larger, work / "larger", args.device))
+    elif args.larger:
+        models[f"{args.larger} (random)"] = args.larger  # the planner reads the preset; nothing is built
     rows = []
     for label, model in models.items():
         for name, config in run_configs(model, work / "runs", args.steps).items():
             row = {"model": label, "run": name, "predicted_gib": predicted_gib(config, args.device)}
             if not args.dry_run:
-                row.update(measure(config))
+                row.update(measure(config, args.device))
                 row["measured/predicted"] = row["peak_gib"] / row["predicted_gib"]
             rows.append(row)
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

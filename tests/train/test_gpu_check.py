@@ -33,6 +33,16 @@ def test_dry_run_plans_every_run(tmp_path):
     assert 0 < small < large  # a 1.7B body holds more than a 135M one at the same batch
 
 
+def test_the_measuring_path_runs_on_cpu_with_tiny(tmp_path):
+    """Everything but the CUDA memory counters and the random-weights builder, in seconds."""
+    rows = _run(tmp_path, "--device", "cpu", "--bundled", "tiny", "--larger", "", "--steps", "2")
+    assert [r["run"] for r in rows] == ["sft-qlora", "dpo-qlora"]
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and row["mfu"] > 0 and row["peak_gib"] > 0 and row["predicted_gib"] > 0
+        assert row["measured/predicted"] == pytest.approx(row["peak_gib"] / row["predicted_gib"])
+        assert row["final_loss"] == row["final_loss"]  # finite: not NaN
+
+
 @pytest.mark.gpu
 def test_gpu_check_measures_every_run(tmp_path):
     rows = _run(tmp_path, "--device", "cuda", "--steps", "3")

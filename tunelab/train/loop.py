@@ -287,6 +287,7 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     scheduler = build_scheduler(optimizer, args)
     distributed.configure_engine(accelerator, args.micro_batch_size, args.gradient_accumulation)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 swaps in sharded (DTensor) parameters
     sampler = ResumableSampler(len(datasets.train), args.seed, rank=ranks.rank, world=ranks.world)
     state = TrainState(
         step=0, optimizer={}, scheduler={}, sampler={}, method={}, bad_in_a_row=0, bad_total=0, tokens_seen=0, rng={}
