@@ -172,7 +172,10 @@ def test_methods_that_bypass_the_ddp_forward_are_refused():
     distributed.require_support("reward", False, Ranks())  # one process: fine
 
 
-def test_launch_commands():
+def test_launch_commands(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="1 GPU"):  # one GPU per process, checked before any launch
+        distributed.launch(2, ["train", "c.yaml"], device="cuda")
     gpu = distributed.launch_command(4, ["train", "c.yaml"], device="cuda", accelerate_config=Path("fsdp.yaml"))
     assert gpu[1:3] == ["-m", "accelerate.commands.launch"]
     assert gpu[3:7] == ["--num_processes", "4", "--config_file", "fsdp.yaml"]

@@ -272,6 +272,12 @@ def launch(nproc: int, argv: Sequence[str], *, device: str, accelerate_config: P
 
     if nproc < 1:
         raise ConfigError(f"--nproc: {nproc} must be at least 1")
+    if device == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s), one per process.\n"
+            f"  fix: --nproc {torch.cuda.device_count()}, or training.device=cpu; several machines: accelerate launch "
+            "with examples/accelerate/*.yaml (docs/training.md)"
+        )
     if accelerate_config is not None and not accelerate_config.is_file():
         raise ConfigError(
             f"--accelerate-config: {accelerate_config} does not exist.\n"
