@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             help="Two or more models: names, folders, runs, .gguf, URLs (repeat the flag or list them after it).",
         ),
         prompts: Path = typer.Option(
-            ..., "--prompts", help="Prompts: .txt (one per line) or .jsonl rows with prompt [id, system]."
+            ..., "--prompts", help="Prompts: .txt (one per line) or .jsonl rows with prompt (optional id, system)."
         ),
         judge: str = typer.Option(..., "--judge", help=JUDGE_HELP),
         out: Path = typer.Option(..., "--out", help="Output folder (answers are reused from it on a re-run)."),
