@@ -502,6 +502,7 @@ def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
     if not ctx.ranks.main:  # the main process writes the result; the others wait for it and return
         distributed.barrier(ctx.ranks)
         distributed.drop_scratch(ctx.ranks, ctx.method.run_dir, run_dir)
+        _end_trackers(ctx)
         return RunResult(str(run_dir), config.method, state.step, last_loss, val, 0.0, 0.0, state.bad_total, str(out))
     # the adapter/model + the trained template
     save_trained(unwrapped, ctx.tokenizer, out, config.adapter.type, data=config.data, state_dict=full)
@@ -513,8 +514,6 @@ def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
         [("loss", "train loss"), ("val_loss", "validation loss")],
         f"{config.method} · {config.adapter.type} · {config.model.name}",
     )
-    if config.training.trackers:
-        ctx.accelerator.end_training()
     wall = time.time() - ctx.start_time
     speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     result = RunResult(
@@ -532,5 +531,13 @@ def _finish(ctx: RunContext, last_loss: float | None) -> RunResult:
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
     distributed.barrier(ctx.ranks)
+    _end_trackers(ctx)
     result.model = unwrapped
     return result
+
+
+def _end_trackers(ctx: RunContext) -> None:
+    """Close the trackers once every rank is done: accelerate's ``end_training`` also leaves the
+    process group, so under several processes it must come after the last barrier."""
+    if ctx.config.training.trackers:
+        ctx.accelerator.end_training()
