@@ -32,10 +32,25 @@ def plan(*args: str):
 
 
 def test_chunked_loss_flag_removes_the_fp32_logits_term():
-    full, chunked = plan(*QV), plan(*QV, "--chunked-loss")
+    full, chunked = plan(*QV, "--no-recomputed-loss"), plan(*QV, "--no-recomputed-loss", "--chunked-loss")
     assert full.estimate.logits == N * V * 12  # 16-bit logits + fp32 copy + log-softmax + its gradient
     assert chunked.estimate.logits == N * V * 2  # the 16-bit logits only
     assert full.estimate.total - chunked.estimate.total == N * V * 10
+
+
+def test_recomputed_loss_keeps_hidden_rows_lse_and_one_chunk():
+    from tunelab.memory.activations import LOSS_CHUNK_ELEMENTS
+    from tunelab.methods.lm_loss import CHUNK_ELEMENTS
+
+    assert LOSS_CHUNK_ELEMENTS == CHUNK_ELEMENTS  # the planner models the loss the methods run
+    full = plan(*QV, "--no-recomputed-loss")
+    recomputed = plan(*QV)  # tunelab's default profile
+    # 16-bit hidden rows + fp32 log-sum-exp per token; one chunk: 16-bit logits, fp32 copy and gradient
+    assert recomputed.estimate.logits == N * (2 * H + 4) + min(N * V, CHUNK_ELEMENTS) * (2 + 8)
+    long = plan(*QV, "--seq-len", "4096")  # 8192 tokens x 32000 logits: more than one chunk, the chunk is the cap
+    assert long.estimate.logits == 8 * N * (2 * H + 4) + CHUNK_ELEMENTS * (2 + 8)
+    assert full.estimate.logits == N * V * 12
+    assert plan(*QV, "--profile", "transformers-peft").spec.loss == "full"  # ForCausalLMLoss upcasts all logits
 
 
 def test_adapter_dtype_flag_halves_adapter_gradient_and_moments():
@@ -104,8 +119,8 @@ def test_tunelab_profile_is_the_default_and_is_what_the_loop_does():
     default, named = plan(*QV), plan(*QV, "--profile", "tunelab")
     assert default.profile == named.profile == "tunelab"
     assert default.spec == named.spec and default.estimate.total == named.estimate.total
-    spec = default.spec  # peft fp32 adapters, fp32 log-softmax over all logits, nothing kept between steps
-    assert spec.adapter_bytes == 4 and spec.loss == "full"
+    spec = default.spec  # peft fp32 adapters, logits recomputed per chunk (methods/lm_loss.py), nothing kept
+    assert spec.adapter_bytes == 4 and spec.loss == "recomputed"
     assert not spec.keeps_previous_graph and not spec.optimizer_in_backward and not spec.offload_activations
     assert spec.kbit_upcast and not spec.quantized_inputs_saved and not spec.quantize_head
     assert spec.precision == "bf16"  # on a GPU tunelab loads bf16 weights (models/load.py torch_dtype auto)
@@ -188,7 +203,7 @@ def test_preflight_uses_the_tunelab_profile_for_a_quantized_base():
 
     config = load_config(overrides=["model.name=tiny", "adapter.type=qlora", "model.quantization=nf4"])
     spec = spec_from_config(config, "cpu")
-    assert spec.kbit_upcast and spec.adapter_bytes == 4 and spec.loss == "full"
+    assert spec.kbit_upcast and spec.adapter_bytes == 4 and spec.loss == "recomputed"
 
 
 @pytest.mark.parametrize(("saved", "planned"), [("fp32", "fp32"), ("bf16", "mixed"), (None, "mixed")])

@@ -65,6 +65,9 @@ def register(app: typer.Typer) -> None:
         chunked_loss: bool = typer.Option(None, "--chunked-loss/--full-loss", help="chunked: only the 16-bit "
                                           "logits are kept (torchtune CEWithChunkedOutputLoss); full: an fp32 "
                                           "log-softmax over every logit."),
+        recomputed_loss: bool = typer.Option(None, "--recomputed-loss/--no-recomputed-loss", help="recomputed: "
+                                             "no logits kept, the head + log-softmax recomputed per chunk in "
+                                             "backward (tunelab's loss, tunelab/methods/lm_loss.py)."),
         optimizer_in_backward: bool = typer.Option(None, "--optimizer-in-backward/--no-optimizer-in-backward",
                                                    help="Step each tensor in its gradient hook: one gradient "
                                                    "alive at a time (torchtune optimizer_in_bwd)."),

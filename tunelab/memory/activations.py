@@ -266,17 +266,27 @@ def quantized_input_bytes(setup: ActivationSetup, head_quantized: bool = False) 
     return t.grad_layers * per_block - first + (c * a.hidden_size if head_quantized else 0)
 
 
-def logits_bytes(vocab: int, tokens: int, compute_bytes: float, loss: str = "full") -> float:
+#: Logits per chunk of the recomputed loss: tunelab/methods/lm_loss.py CHUNK_ELEMENTS (a test checks they agree).
+LOSS_CHUNK_ELEMENTS = 2**25
+
+
+def logits_bytes(vocab: int, tokens: int, compute_bytes: float, loss: str = "full", hidden: int = 0) -> float:
     """Output head and loss.
 
     ``full`` (transformers, peft, TRL): 16-bit logits + fp32 copy + fp32 log-softmax in forward
     (``c + 8``), then the fp32 log-softmax, its gradient and the input gradient in backward
     (``12``): the peak is ``tokens · V · max(c + 8, 12)``. ``chunked``: a compiled loss that
     upcasts one chunk at a time (torchtune's ``CEWithChunkedOutputLoss``) keeps only the 16-bit
-    logits, ``tokens · V · c``.
+    logits, ``tokens · V · c``. ``recomputed`` (tunelab's own, tunelab/methods/lm_loss.py): no
+    logits are kept; backward needs the scored rows' hidden states (a copy, ``c · h``) and one
+    fp32 log-sum-exp per row, and one chunk of ``C`` logits is alive at a time (16-bit, fp32
+    copy, fp32 softmax gradient): ``tokens · (c · h + 4) + min(tokens · V, C) · (c + 8)``. Every
+    token is counted as scored (an upper bound: prompt tokens never reach the head).
     """
     if loss == "chunked":
         return tokens * vocab * compute_bytes
+    if loss == "recomputed":
+        return tokens * (compute_bytes * hidden + 4) + min(tokens * vocab, LOSS_CHUNK_ELEMENTS) * (compute_bytes + 8)
     if loss != "full":
-        raise ConfigError(f"loss: unknown '{loss}'. Valid: full, chunked")
+        raise ConfigError(f"loss: unknown '{loss}'. Valid: full, chunked, recomputed")
     return tokens * vocab * max(compute_bytes + 8, 12)

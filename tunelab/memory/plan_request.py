@@ -66,6 +66,7 @@ class PlanFlags:
     profile: str | None = None
     adapter_dtype: str | None = None
     chunked_loss: bool | None = None
+    recomputed_loss: bool | None = None
     optimizer_in_backward: bool | None = None
     offload_activations: bool | None = None
     bnb_kept_inputs: bool | None = None

@@ -32,6 +32,7 @@ ADAPTER_DTYPES.register("fp16", 2)
 MECHANISM_FLAGS: dict[str, str] = {
     "adapter_dtype": "--adapter-dtype",
     "chunked_loss": "--chunked-loss",
+    "recomputed_loss": "--recomputed-loss",
     "optimizer_in_backward": "--optimizer-in-backward",
     "offload_activations": "--offload-activations",
     "bnb_kept_inputs": "--bnb-kept-inputs",
@@ -49,6 +50,7 @@ SETTING_FLAGS: dict[str, str] = {
 #: Boolean flags and their ``--no-`` form.
 NEGATIONS: dict[str, str] = {
     "--chunked-loss": "--full-loss",
+    "--recomputed-loss": "--no-recomputed-loss",
     "--gradient-checkpointing": "--no-gradient-checkpointing",
     "--double-quant": "--no-double-quant",
 }
@@ -88,6 +90,7 @@ def _flag_text(key: str, value: Any) -> str:
 _PLAIN = {
     "adapter_dtype": "fp32",
     "chunked_loss": False,
+    "recomputed_loss": False,
     "optimizer_in_backward": False,
     "offload_activations": False,
     "bnb_kept_inputs": False,
@@ -96,14 +99,15 @@ _PLAIN = {
     "dequant_copies": 1,
     "kbit_upcast": False,
 }
-#: What tunelab/train/loop.py does: peft adapters in fp32 (peft upcasts them), the SFT loss
-#: upcasts all logits to fp32 (``token_nll``), the loop keeps only floats between steps,
+#: What tunelab/train/loop.py does: peft adapters in fp32 (peft upcasts them), the SFT and
+#: preference log-probs keep no logits (tunelab/methods/lm_loss.py: the head and log-softmax
+#: in chunks, recomputed in backward), the loop keeps only floats between steps,
 #: bitsandbytes >= 0.48 (no kept 4-bit inputs), the head is never quantized (transformers skips
 #: it), and a quantized base goes through peft's ``prepare_model_for_kbit_training``
 #: (tunelab/models/adapters.py), which casts every non-4-bit parameter to fp32. Precision is
 #: not fixed: the loop's ``auto`` is the precision probe's measured choice, so the plan reads a
 #: run folder's precision.json, else assumes bf16 weights on a GPU and fp32 + autocast on CPU.
-_TUNELAB = {**_PLAIN, "kbit_upcast": True}
+_TUNELAB = {**_PLAIN, "kbit_upcast": True, "recomputed_loss": True}
 
 #: --profile NAME -> Profile (registration order is the order --help shows).
 PROFILES: Registry[Profile] = Registry("profile", key="--profile")
@@ -120,7 +124,7 @@ for _profile in (
         "transformers 5 from_pretrained(dtype='auto') keeps the checkpoint's bf16; ForCausalLMLoss "
         "upcasts logits to fp32; peft keeps adapters fp32; prepare_model_for_kbit_training casts "
         "non-4-bit params to fp32 and turns gradient checkpointing on",
-        {"precision": "bf16", **_TUNELAB},
+        {"precision": "bf16", **_TUNELAB, "recomputed_loss": False},
         {"checkpointing": True},
     ),
     Profile(
@@ -170,7 +174,7 @@ def mechanism_fields(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     return {
         "adapter_bytes": adapter_bytes(values.get("adapter_dtype") or "fp32"),
-        "loss": "chunked" if values.get("chunked_loss") else "full",
+        "loss": _loss(values),
         "optimizer_in_backward": bool(values.get("optimizer_in_backward")),
         "offload_activations": bool(values.get("offload_activations")),
         "quantized_inputs_saved": bool(values.get("bnb_kept_inputs")),
@@ -179,6 +183,12 @@ def mechanism_fields(values: Mapping[str, Any]) -> dict[str, Any]:
         "dequant_copies": copies,
         "kbit_upcast": bool(values.get("kbit_upcast")),
     }
+
+
+def _loss(values: Mapping[str, Any]) -> str:
+    if values.get("recomputed_loss"):
+        return "recomputed"
+    return "chunked" if values.get("chunked_loss") else "full"
 
 
 def adapter_bytes(dtype: str) -> float:

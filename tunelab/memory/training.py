@@ -95,7 +95,7 @@ class TrainSpec:
     # mechanisms; tunelab/memory/profiles.py sets them per toolkit (tunelab's own loop, plain
     # transformers + peft, torchtune, LitGPT) and `tunelab plan` exposes each as a flag.
     adapter_bytes: float = 4  # peft keeps adapters (and so their grads and moments) in fp32; bf16-true toolkits in 2
-    loss: str = "full"  # "full" log-softmax over the vocabulary, or "chunked" (16-bit logits only)
+    loss: str = "full"  # "full" log-softmax over the vocabulary, "chunked" (16-bit logits only) or "recomputed"
     optimizer_in_backward: bool = False  # each tensor stepped in its gradient hook: one gradient alive at a time
     offload_activations: bool = False  # checkpointed block inputs (without checkpointing: all but one block) on CPU
     quantized_inputs_saved: bool = False  # bitsandbytes < 0.45: MatMul4Bit keeps the input of every 4-bit linear
@@ -273,7 +273,9 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     setup = _activation_setup(spec, t)
     activations = activation_bytes(setup, rows, spec.seq_len, spec.gradient_checkpointing)
     tokens = rows * (spec.seq_len + t.extra_tokens)
-    vocab_logits = logits_bytes(spec.arch.vocab_size, tokens, c, spec.loss) if m.vocab_logits else 0.0
+    vocab_logits = (
+        logits_bytes(spec.arch.vocab_size, tokens, c, spec.loss, spec.arch.hidden_size) if m.vocab_logits else 0.0
+    )
     logits = vocab_logits + m.extra_logits
     offloaded = _offloaded_activations(spec, setup, rows, activations)
     activations -= offloaded
@@ -352,6 +354,8 @@ def _recipe_notes(spec: TrainSpec, offloaded: float, retained: float) -> list[st
     notes = []
     if spec.loss == "chunked":
         notes.append("chunked loss: only the 16-bit logits are kept")
+    if spec.loss == "recomputed":
+        notes.append("recomputed loss: no logits kept, the head runs per chunk again in backward")
     if spec.optimizer_in_backward:
         notes.append("optimizer step in backward: one gradient alive at a time")
     if offloaded:
