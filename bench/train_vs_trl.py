@@ -1,0 +1,356 @@
+"""tunelab against TRL on the same model, data, LoRA, batch, learning rate and steps (issue 13).
+
+Each column trains in its own subprocess (so each has its own peak resident memory, read with
+``os.wait4``'s rusage of that child) on the bundled SmolLM2-135M-Instruct (TRL gets tunelab's
+converted safetensors folder: local files only) and the deterministic instruction data of
+``bench/instruct_data.py``. Both sides use LoRA r=16, alpha 32, dropout 0.05 on all linear
+layers, AdamW, a constant learning rate, gradient clipping at 1.0, the same micro-batch,
+accumulation and optimizer steps.
+
+Columns:
+
+* ``tunelab``: its defaults without packing (one example per row, right-padded);
+* ``tunelab+packing`` (SFT): its default packing (position_ids restart per example, no
+  cross-example attention); for DPO, precomputed reference log-probs;
+* ``trl-defaults``: ``SFTTrainer`` / ``DPOTrainer`` defaults, changed only where this CPU
+  requires it: fp32 (TRL defaults to bf16 autocast, which on an AVX2 CPU without AVX-512 BF16
+  runs matmuls ~15x slower than fp32: tunelab's precision probe) and ``use_cpu``;
+* ``trl-best``: SFT packing (BFD, padding-free), gradient checkpointing off, fp32; DPO
+  ``precompute_ref_log_probs`` and gradient checkpointing off.
+
+Throughput counts optimizer steps 2..N (step 1 warms up kernels and allocators in both):
+non-padding trained-on tokens/s for SFT, preference pairs/s for DPO. Loss: the mean training
+loss over the steps (one epoch of the same examples when not packing, so the order does not
+matter) and the last step's.
+
+Run: ``python bench/train_vs_trl.py [--method sft|dpo|both] [--steps 8] [--micro-batch 8]
+[--max-length 512] [--columns tunelab,trl-defaults,...]``; add ``--threads N`` to pin torch's
+threads. Results also go to ``--out`` as JSON (one file per column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+COLUMNS = ("tunelab", "tunelab+packing", "trl-defaults", "trl-best")
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+LR, MAX_GRAD_NORM, SEED = 2e-4, 1.0, 42
+
+
+# ----------------------------------------------------------------------------- children
+
+
+def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict:
+    from tunelab.config import load_config
+    from tunelab.train.loop import train
+
+    packing = column == "tunelab+packing" and a.method == "sft"
+    overrides = [
+        f"method={a.method}",
+        "model.name=smollm2-135m-instruct",
+        "adapter.type=lora",
+        f"adapter.r={LORA['r']}",
+        f"adapter.alpha={LORA['alpha']}",
+        f"adapter.dropout={LORA['dropout']}",
+        f"data.path={data}",
+        f"data.max_length={a.max_length}",
+        f"data.packing={str(packing).lower()}",
+        "data.validation_split=0",
+        f"training.max_steps={a.steps}",
+        f"training.micro_batch_size={a.micro_batch}",
+        f"training.gradient_accumulation={a.accumulation}",
+        f"training.learning_rate={LR}",
+        "training.lr_scheduler=constant",
+        f"training.max_grad_norm={MAX_GRAD_NORM}",
+        f"training.precision={a.precision}",
+        "training.eval_every=0",
+        "training.save_every=0",
+        f"training.seed={SEED}",
+        f"output_dir={out / 'runs'}",
+        f"name={a.method}-{column}-{int(time.time())}",
+    ]
+    if a.method == "dpo":
+        overrides += ["method_args.beta=0.1", f"method_args.precompute_reference={column == 'tunelab+packing'}".lower()]
+    result = train(load_config(None, overrides))
+    steps = [r for r in map(json.loads, Path(result.run_dir, "metrics.jsonl").read_text().splitlines()) if "mfu" in r]
+    seconds = [r["tokens"] / r["tokens_per_s"] for r in steps]
+    return {
+        "losses": [r["loss"] for r in steps],
+        "step_s": seconds,
+        "tokens": [r["tokens"] for r in steps],
+        "pairs": [a.micro_batch * a.accumulation] * len(steps),
+        "trained": [r.get("trained_tokens", 0) for r in steps],  # exact with accumulation 1
+        "mfu": [r["mfu"] for r in steps],
+    }
+
+
+class _Timer:
+    """A TrainerCallback recording each optimizer step's wall time (``on_step_begin`` -> ``on_step_end``
+    leaves out the batch fetch, so the clock runs end to end instead)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                timer.last = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                now = time.perf_counter()
+                timer.step_s.append(now - timer.last)
+                timer.last = now
+
+        self.step_s: list[float] = []
+        self.last = 0.0
+        self.callback = Callback()
+
+
+def _counting(collator, counts: list[tuple[int, int, int]], pairs: bool):
+    """Wrap a collator: record (non-padding tokens, examples, trained tokens) of every batch it builds."""
+
+    def collate(examples):
+        batch = collator(examples)
+        if pairs:
+            counts.append((0, len(examples), 0))
+            return batch
+        trained = int((batch["labels"][:, 1:] != -100).sum())
+        if "attention_mask" in batch:
+            counts.append((int(batch["attention_mask"].sum()), len(examples), trained))
+        else:  # padding-free: one flattened row, no padding at all
+            counts.append((int(batch["input_ids"].numel()), len(examples), trained))
+        return batch
+
+    return collate
+
+
+def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict:
+    import datasets
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.models.resolve import resolve_model
+
+    path = str(resolve_model("smollm2-135m-instruct").path)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    if a.method == "sft":  # conversational prompt-completion: loss on the completion only, as tunelab
+        rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+    else:
+        rows = [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+            for r in rows
+        ]
+    dataset = datasets.Dataset.from_list(rows)
+    best = column == "trl-best"
+    common = {
+        "output_dir": str(out / "trl" / f"{a.method}-{column}"),
+        "per_device_train_batch_size": a.micro_batch,
+        "gradient_accumulation_steps": a.accumulation,
+        "max_steps": a.steps,
+        "learning_rate": LR,
+        "lr_scheduler_type": "constant",
+        "weight_decay": 0.0,
+        "max_grad_norm": MAX_GRAD_NORM,
+        "max_length": a.max_length,
+        "bf16": False,  # required here: bf16 matmuls are ~15x slower than fp32 on this AVX2 CPU
+        "fp16": False,
+        "use_cpu": True,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": SEED,
+        "dataloader_num_workers": 0,
+    }
+    if best:
+        common["gradient_checkpointing"] = False
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    timer = _Timer()
+    counts: list[tuple[int, int, int]] = []
+    if a.method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        extra = {"packing": True} if best else {}
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common, **extra),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[timer.callback],
+        )
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        extra = {"precompute_ref_log_probs": True} if best else {}
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**common, beta=0.1, **extra),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[timer.callback],
+        )
+    trainer.data_collator = _counting(trainer.data_collator, counts, pairs=a.method == "dpo")
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    per_step = [counts[i * a.accumulation : (i + 1) * a.accumulation] for i in range(len(timer.step_s))]
+    return {
+        "losses": losses,
+        "step_s": timer.step_s,
+        "tokens": [sum(c[0] for c in s) for s in per_step],
+        "pairs": [sum(c[1] for c in s) for s in per_step],
+        "trained": [sum(c[2] for c in s) for s in per_step],
+    }
+
+
+def child(a: argparse.Namespace) -> None:
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    data = out / "data" / ("sft.jsonl" if a.method == "sft" else "dpo.jsonl")
+    run = tunelab_child if a.child.startswith("tunelab") else trl_child
+    result = run(a, a.child, data, out)
+    (out / f"{a.method}-{a.child}.json").write_text(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
+    """One column in a fresh process; its peak RSS from the kernel's rusage of that child."""
+    args = [sys.executable, __file__, "--child", column, "--method", method]
+    args += ["--steps", str(a.steps), "--micro-batch", str(a.micro_batch), "--accumulation", str(a.accumulation)]
+    args += ["--max-length", str(a.max_length), "--precision", a.precision, "--out", a.out, "--threads", str(a.threads)]
+    env = {**os.environ, "NO_COLOR": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.time()
+    proc = subprocess.Popen(args, env=env)
+    while True:  # poll, so that a column past --column-timeout can be stopped
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if a.column_timeout and time.time() - start > a.column_timeout:
+            proc.kill()
+            _, status, usage = os.wait4(proc.pid, 0)
+            return {"timed_out": time.time() - start, "peak_rss_gib": usage.ru_maxrss / 2**20}
+        time.sleep(1.0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{method} {column} failed (exit {proc.returncode})")
+    result = json.loads((Path(a.out) / f"{method}-{column}.json").read_text())
+    result.update(peak_rss_gib=usage.ru_maxrss / 2**20, wall_s=time.time() - start)  # ru_maxrss is in KiB
+    return result
+
+
+def summary(method: str, r: dict) -> dict:
+    """Throughput over steps 2..N, mean and last loss (a column stopped by --column-timeout: none)."""
+    if "timed_out" in r:
+        return {"timed_out": r["timed_out"], "peak": r["peak_rss_gib"]}
+    timed = slice(1, None) if len(r["step_s"]) > 1 else slice(None)
+    seconds = sum(r["step_s"][timed])
+    amount = sum(r["tokens" if method == "sft" else "pairs"][timed])
+    # SFT: each step's loss is a mean over its trained tokens, so the run's mean NLL per trained
+    # token weights the steps by them; DPO steps all hold the same number of pairs.
+    weights = r["trained"] if method == "sft" and all(r["trained"]) else [1] * len(r["losses"])
+    return {
+        "speed": amount / seconds,
+        "peak": r["peak_rss_gib"],
+        "mean_loss": sum(x * w for x, w in zip(r["losses"], weights, strict=True)) / sum(weights),
+        "last_loss": r["losses"][-1],
+        "tokens": sum(r["tokens"]),
+        "wall": r["wall_s"],
+        "mfu": sum(r["mfu"][timed]) / len(r["mfu"][timed]) if r.get("mfu") else None,
+    }
+
+
+def table(method: str, results: dict[str, dict]) -> str:
+    unit = "non-padding tokens/s" if method == "sft" else "pairs/s"
+    cols = list(results)
+    s = {c: summary(method, results[c]) for c in cols}
+    lines = [f"| {method.upper()} | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+
+    def row(name: str, key: str, fmt) -> None:
+        cells = [fmt(s[c][key]) if s[c].get(key) is not None else "-" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    lines.append(
+        f"| {unit} | "
+        + " | ".join(
+            f"not done in {x['timed_out']:.0f} s"
+            if "timed_out" in x
+            else f"{x['speed']:.{2 if method == 'dpo' else 0}f}"
+            for x in s.values()
+        )
+        + " |"
+    )
+    row("peak RSS (GiB)", "peak", lambda v: f"{v:.2f}")
+    row("mean train loss" + (" (per trained token)" if method == "sft" else ""), "mean_loss", lambda v: f"{v:.4f}")
+    row("last step loss", "last_loss", lambda v: f"{v:.4f}")
+    row("non-padding tokens (all steps)", "tokens", lambda v: f"{v}" if v else "-")
+    row("MFU (tunelab, steps 2..N)", "mfu", lambda v: f"{100 * v:.1f}%")
+    row("process wall s", "wall", lambda v: f"{v:.0f}")
+    for ours in ("tunelab", "tunelab+packing"):
+        for theirs in ("trl-defaults", "trl-best"):
+            if ours in s and theirs in s and "speed" in s[ours] and "speed" in s[theirs]:
+                lines.append(
+                    f"\n{ours} / {theirs}: speed {s[ours]['speed'] / s[theirs]['speed']:.2f}x, "
+                    f"peak RSS {s[ours]['peak'] / s[theirs]['peak']:.2f}x"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", default="both", choices=["sft", "dpo", "both"])
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--accumulation", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--precision", default="fp32", help="tunelab's training.precision (auto = its probe's choice)")
+    p.add_argument("--columns", default=",".join(COLUMNS))
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--column-timeout", type=float, default=0, help="stop a column after this many seconds (0: never)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_vs_trl"))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        child(a)
+        return
+    from instruct_data import write
+
+    # Non-packed columns see every example exactly once: steps x micro-batch x accumulation rows.
+    write(Path(a.out) / "data", a.steps * a.micro_batch * a.accumulation)
+    methods = ["sft", "dpo"] if a.method == "both" else [a.method]
+    import torch
+
+    threads = a.threads or torch.get_num_threads()
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, torch threads {threads}", flush=True)
+    for method in methods:
+        results = {}
+        for column in a.columns.split(","):
+            results[column] = run_column(a, method, column)
+            print(f"{method} {column}: {json.dumps(summary(method, results[column]))}", flush=True)
+        text = table(method, results)
+        (Path(a.out) / f"{method}-table.md").write_text(text + "\n")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
