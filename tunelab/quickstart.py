@@ -74,6 +74,23 @@ class QuickstartResult:
     wall_s: float
     train_wall_s: float
     tokens_per_s: float
+    suite_run: object = None  #: the examples/eval/quickstart.yaml run (tunelab.evaluate.runner.SuiteRun)
+
+
+def suite_path() -> Path:
+    """The quickstart's task as a test suite (``tunelab eval suite`` runs it on any model)."""
+    return examples_dir() / "eval" / "quickstart.yaml"
+
+
+def suite_scores(models: list[str]):
+    """Run the quickstart suite on ``models`` (batched, cached) → ``(SuiteRun, [FormatScore per model])``."""
+    from tunelab.evaluate.models import open_model
+    from tunelab.evaluate.runner import run_suite
+    from tunelab.evaluate.suite import load_suite
+
+    run = run_suite(load_suite(suite_path()), [open_model(m, batch_size=16) for m in models])  # one batch each
+    scores = [FormatScore(m.passed_count, len(m.cases), [c.samples[0].answer for c in m.cases]) for m in run.models]
+    return run, scores
 
 
 def quickstart_config(overrides: list[str] | None = None) -> RunConfig:
@@ -87,19 +104,17 @@ def quickstart_config(overrides: list[str] | None = None) -> RunConfig:
 
 
 def run_quickstart(overrides: list[str] | None = None) -> QuickstartResult:
-    """Measure → train → measure. Returns the before/after scores and where the run is."""
-    from tunelab.models.load import load_model, load_run
+    """Measure → train → measure. Returns the before/after scores and where the run is.
+
+    Before and after are the quickstart suite (examples/eval/quickstart.yaml: the 10 held-out
+    prompts, the format regex) on the base model and on the run, answered in batches and cached.
+    """
     from tunelab.train.loop import train
 
     start = time.time()
     config = quickstart_config(overrides)
-    prompts = eval_prompts(examples_dir())
-    base, tokenizer = load_model(config.model.model_copy(update={"quantization": "none"}))
-    before = score_format(base, tokenizer, prompts, label="(base model)")
-    del base
     result = train(config)
-    loaded = load_run(result.run_dir)
-    after = score_format(loaded.model, loaded.tokenizer, prompts, label="(fine-tuned)")
+    run, (before, after) = suite_scores([config.model.name, str(result.run_dir)])
     return QuickstartResult(
-        before, after, Path(result.run_dir), time.time() - start, result.wall_s, result.tokens_per_s
+        before, after, Path(result.run_dir), time.time() - start, result.wall_s, result.tokens_per_s, run
     )

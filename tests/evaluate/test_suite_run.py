@@ -231,3 +231,36 @@ def test_cli_bad_suite_exits_2_before_loading(tmp_path, cli_cache, capsys):
     assert main(["eval", "suite", str(bad), "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert f"{bad} line 2 case 0" in err and "not a valid regular expression" in err
+
+
+def test_reward_at_least_scores_with_the_reward_run(tmp_path, tiny_path, cache):
+    from tests.align.conftest import CHOSEN, REJECTED, preference_rows, tiny_config, write_jsonl
+    from tunelab.methods.reward import RewardScorer
+    from tunelab.train.loop import train
+
+    data = (write_jsonl(tmp_path / "t.jsonl", preference_rows(16, 1)), None)
+    run_dir = str(train(tiny_config(tmp_path, "reward", data, training={"max_steps": 2})).run_dir)
+    good, bad = CHOSEN.format(a=7), REJECTED.format(a=7)
+    prompt, other = (
+        [{"role": "user", "content": "What is 3 plus 4?"}],
+        [{"role": "user", "content": "What is 3 plus 4 "}],
+    )
+    expected = RewardScorer.load(run_dir).score([(prompt, good), (other, bad)])
+    assert expected[0] != expected[1]
+    middle = sum(expected) / 2
+    suite = parse_suite(f"""
+cases:
+  - {{id: good, prompt: "What is 3 plus 4?", assert: [{{type: reward_at_least, value: {middle}, model: {run_dir}}}]}}
+  - {{id: bad, prompt: "What is 3 plus 4 ", assert: [{{type: reward_at_least, value: {middle}, model: {run_dir}}}]}}
+""")
+    model = Scripted("m", lambda p, s: good if p.endswith("?") else bad)
+    graders = Graders(cache)
+    run = run_suite(suite, [model], cache=cache, graders=graders, log=lambda m: None)
+    first, second = run.models[0].cases
+    higher_is_good = expected[0] > expected[1]
+    assert (first.passed, second.passed) == (higher_is_good, not higher_is_good)
+    assert first.samples[0].assertions[0].score == pytest.approx(expected[0], abs=1e-5)
+    assert second.samples[0].assertions[0].score == pytest.approx(expected[1], abs=1e-5)
+    graded = graders.graded
+    run_suite(suite, [model], cache=cache, graders=graders, log=lambda m: None)
+    assert graders.graded == graded == 2  # the re-run's rewards came from the cache

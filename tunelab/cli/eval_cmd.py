@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Sample k of a case uses seed + k."),
         batch_size: int = typer.Option(
-            8, "--batch-size", min=1, help="Prompts per forward pass (local models) or requests in flight (URLs)."
+            32, "--batch-size", min=1, help="Prompts per forward pass (local models) or requests in flight (URLs)."
         ),
         max_new_tokens: int | None = typer.Option(
             None,

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         console.print(
             "[bold]tunelab quickstart[/bold]: teach SmolLM2-135M-Instruct to answer as "
             "'Answer: …⏎Confidence: high|medium|low' with QLoRA.\n"
-            "1) score the base model on 10 held-out prompts  2) train (examples/quickstart.yaml)  3) score again"
+            "1) train (examples/quickstart.yaml)  2) score the base model and the fine-tune on 10 held-out prompts "
+            "(the suite examples/eval/quickstart.yaml)"
         )
         res = run_quickstart(list(ctx.args))
         table = Table(title="held-out prompts: does the answer follow 'Answer: …\\nConfidence: …'?")
@@ -33,6 +34,10 @@ def register(app: typer.Typer) -> None:
             f"after {res.after.passed}/{res.after.total}[/bold]  "
             f"(training {res.train_wall_s:.0f} s at {res.tokens_per_s:,.0f} tokens/s; total {res.wall_s:.0f} s)"
         )
+        from tunelab.evaluate.report import text_report
+
+        typer.echo(f"\nthe same through the quickstart suite (tunelab eval suite {res.suite_run.suite.path}):")
+        typer.echo(text_report(res.suite_run))
         console.print(
             f"run folder: {res.run_dir}\nplot:       {res.run_dir / 'loss.png'}\n"
             f"adapter:    {res.run_dir / 'adapter'}\n"

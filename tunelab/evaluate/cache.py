@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,9 @@ def cache_key(*parts: Any) -> str:
 
 
 def default_cache_path() -> Path:
+    """``$TUNELAB_EVAL_CACHE`` (a file), else ``$TUNELAB_HOME/eval-cache/cache.sqlite``."""
+    if os.environ.get("TUNELAB_EVAL_CACHE"):
+        return Path(os.environ["TUNELAB_EVAL_CACHE"]).expanduser()
     folder = tunelab_home() / "eval-cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "cache.sqlite"
