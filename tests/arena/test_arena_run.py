@@ -110,49 +110,37 @@ def test_rerun_reuses_answers_until_settings_change(runs, tmp_path):
     assert _rows(out / "answers.jsonl")[0]["answer"] != "EDITED"  # new settings: generated again
 
 
-def test_arena_run_errors(runs, tmp_path, capsys):
+def _arena_run(*args: str) -> int:
     from tunelab.cli.main import main
 
-    _, _, prompts = runs
+    return main(["arena", "run", *args])
+
+
+def test_arena_run_errors(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Say hello.\n")
     assert (
-        main(
-            [
-                "arena",
-                "run",
-                "--models",
-                "tiny",
-                "--prompts",
-                str(prompts),
-                "--judge",
-                "human:x",
-                "--out",
-                str(tmp_path),
-            ]
-        )
+        _arena_run("--models", "tiny", "--prompts", str(prompts), "--judge", "human:x", "--out", str(tmp_path / "o"))
         == 2
     )
     assert "at least two models" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     assert (
-        main(
-            [
-                "arena",
-                "run",
-                "--models",
-                "tiny",
-                "tiny",
-                "--prompts",
-                str(bad),
-                "--judge",
-                "llm:tiny",
-                "--out",
-                str(tmp_path / "o"),
-            ]
+        _arena_run(
+            "--models", "tiny", "tiny", "--prompts", str(bad), "--judge", "llm:tiny", "--out", str(tmp_path / "o")
         )
         == 2
     )
     assert "bad.jsonl line 2: needs a non-empty prompt string" in capsys.readouterr().err
+    assert (
+        _arena_run(
+            "--models", "tiny", "tiny", "--prompts", str(prompts), "--judge", "oracle:x", "--out", str(tmp_path / "o")
+        )
+        == 2
+    )
+    assert "unknown arena judge 'oracle'" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == sorted([prompts, bad])  # a refused run writes nothing
 
 
 @pytest.mark.parametrize(
@@ -160,9 +148,7 @@ def test_arena_run_errors(runs, tmp_path, capsys):
     [["--models", "tiny", "tiny"], ["--models", "tiny", "--models", "tiny"], ["--models=tiny", "--models", "tiny"]],
 )
 def test_models_flag_takes_a_list(flags, tmp_path, capsys):
-    from tunelab.cli.main import main
-
     missing = tmp_path / "missing.txt"  # fails after the model count check: both models were read
-    assert main(["arena", "run", *flags, "--prompts", str(missing), "--judge", "llm:x", "--out", str(tmp_path)]) == 2
+    assert _arena_run(*flags, "--prompts", str(missing), "--judge", "llm:x", "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "missing.txt: file not found" in err and "two models" not in err

@@ -230,10 +230,10 @@ def run_arena(
     if len(specs) < 2:
         raise ConfigError("--models: an arena needs at least two models\n  fix: --models A B [C ...]")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(prompts_file)
     params = params or SamplingParams(max_new_tokens=256)
     judge = open_judge(judge_spec, batch_size=batch_size)  # a bad --judge fails before any generation
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
     try:
         answers = generate_answers(
             specs, prompts, params, batch_size=batch_size, cached=read_answers(out / "answers.jsonl"), progress=progress
