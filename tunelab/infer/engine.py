@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from tunelab.errors import ServeError
 from tunelab.infer.cache import PrefixCache
-from tunelab.infer.decode import GenerationStream, Generator
+from tunelab.infer.decode import GenerationStream, Generator, fit_prompt, text_deltas
 from tunelab.infer.logprobs import token_logprobs
-from tunelab.infer.types import SamplingParams, Speculation, TokenLogprob
+from tunelab.infer.types import SamplingParams, Speculation, Timings, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,43 @@ class ServedTokenizer:
     def _check(self, model_id: str) -> None:
         if model_id not in self.served:
             raise ServeError(f"unknown model '{model_id}'; served: {', '.join(self.served)}")
+
+
+class ExternalEngine(ServedTokenizer):
+    """An engine whose tokens come from another library (llama.cpp, vLLM), one request at a time.
+
+    Subclasses set ``tokenizer``, ``served``, ``eos`` (ids ending a turn), ``max_context``,
+    ``vocab_size`` and implement :meth:`_steps`; prompts, text deltas, stop strings, EOS and
+    timings are handled here exactly as tunelab's own loop handles them.
+    """
+
+    eos: frozenset[int]
+    max_context: int
+    vocab_size: int
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def stream(
+        self, model_id: str, prompt: Sequence[int], params: SamplingParams, *, cancel: Callable[[], bool] | None = None
+    ) -> GenerationStream:
+        """Generate after ``prompt``; iterate for text deltas, then read ``.result``."""
+        self._check(model_id)
+        params = fit_prompt(prompt, params, self.max_context)
+        stream = GenerationStream(iter(()))
+        stream._deltas = self._run(stream, list(prompt), params, cancel)
+        return stream
+
+    def _run(self, stream, prompt: list[int], params: SamplingParams, cancel) -> Iterator[str]:
+        start = time.perf_counter()
+        timings = Timings(prompt_tokens=len(prompt))
+        with self._lock:
+            steps = self._steps(prompt, params, timings)
+            yield from text_deltas(stream, steps, self.tokenizer, self.eos, params.stop, cancel, timings, start)
+
+    def _steps(self, prompt: list[int], params: SamplingParams, timings: Timings) -> Iterator[list[int]]:
+        """Yield the new tokens of each decoding step (EOS included, then end)."""
+        raise NotImplementedError
 
 
 class Engine(ServedTokenizer):

@@ -52,8 +52,15 @@ Loader = Callable[[str, EngineOptions], object]
 def _tunelab(target: str, options: EngineOptions):
     from tunelab.infer.load import load_engine
 
-    return load_engine(target, options.adapters, device=options.device, draft=options.draft,
-                       speculation=options.speculation, static_cache=options.static_cache, compile=options.compile)
+    return load_engine(
+        target,
+        options.adapters,
+        device=options.device,
+        draft=options.draft,
+        speculation=options.speculation,
+        static_cache=options.static_cache,
+        compile=options.compile,
+    )
 
 
 ENGINES: Registry[Loader] = Registry("serving engine", key="--engine")
@@ -67,8 +74,9 @@ def load_backend(engine: str, target: str, options: EngineOptions | None = None)
     return ENGINES.get(engine)(target, options or EngineOptions())
 
 
-def refuse_unsupported(engine: str, options: EngineOptions, *, adapters: bool = False,
-                       speculation: bool = False) -> None:
+def refuse_unsupported(
+    engine: str, options: EngineOptions, *, adapters: bool = False, speculation: bool = False
+) -> None:
     """A :class:`ConfigError` naming the flag when ``options`` ask for what ``engine`` cannot do."""
     asked = []
     if options.adapters and not adapters:

@@ -25,15 +25,12 @@ order and min-p; it is tested against llama-cpp-python 0.3.36 (the ``[llama]`` e
 from __future__ import annotations
 
 import random
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tunelab.errors import ModelError
 from tunelab.infer.cache import common_prefix_len
-from tunelab.infer.decode import GenerationStream, fit_prompt, text_deltas
-from tunelab.infer.engine import ServedTokenizer
+from tunelab.infer.engine import ExternalEngine
 from tunelab.infer.logprobs import logprobs_from_logits
 from tunelab.infer.types import SamplingParams, Timings, TokenLogprob
 
@@ -47,19 +44,21 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None):
     try:
         from llama_cpp import Llama
     except ImportError:
-        raise ModelError(f"--engine llama.cpp needs llama-cpp-python, which is not installed.\n  fix: {INSTALL_HINT}"
-                         ) from None
+        raise ModelError(
+            f"--engine llama.cpp needs llama-cpp-python, which is not installed.\n  fix: {INSTALL_HINT}"
+        ) from None
     import torch
 
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or torch.get_num_threads(),
-                     verbose=False)
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or torch.get_num_threads(), verbose=False)
     except ValueError as err:
-        raise ModelError(f"llama.cpp could not load {path}: {err}.\n  fix: check the file with "
-                         f"`tunelab export RUN --format gguf --verify`") from None
+        raise ModelError(
+            f"llama.cpp could not load {path}: {err}.\n  fix: check the file with "
+            f"`tunelab export RUN --format gguf --verify`"
+        ) from None
 
 
-class LlamaCppEngine(ServedTokenizer):
+class LlamaCppEngine(ExternalEngine):
     """One GGUF model served by llama.cpp, with tunelab's tokenizer and chat template.
 
     Args:
@@ -70,29 +69,13 @@ class LlamaCppEngine(ServedTokenizer):
     """
 
     def __init__(self, llm, tokenizer, model_id: str, eos: Sequence[int]):
+        super().__init__()
         self.llm = llm
         self.tokenizer = tokenizer
         self.served = {model_id: None}
         self.eos = frozenset(int(t) for t in eos)
         self.max_context = int(llm.n_ctx())
         self.vocab_size = int(llm.n_vocab())
-        self._lock = threading.Lock()
-
-    def stream(self, model_id: str, prompt: Sequence[int], params: SamplingParams, *,
-               cancel: Callable[[], bool] | None = None) -> GenerationStream:
-        """Generate after ``prompt``; iterate for text deltas, then read ``.result``."""
-        self._check(model_id)
-        params = fit_prompt(prompt, params, self.max_context)
-        stream = GenerationStream(iter(()))
-        stream._deltas = self._run(stream, list(prompt), params, cancel)
-        return stream
-
-    def _run(self, stream, prompt: list[int], params: SamplingParams, cancel) -> Iterator[str]:
-        start = time.perf_counter()
-        timings = Timings(prompt_tokens=len(prompt))
-        with self._lock:
-            steps = self._steps(prompt, params, timings)
-            yield from text_deltas(stream, steps, self.tokenizer, self.eos, params.stop, cancel, timings, start)
 
     def _steps(self, prompt: list[int], params: SamplingParams, timings: Timings) -> Iterator[list[int]]:
         """One sampled token per llama.cpp decode; the KV cache of a shared prompt prefix is reused."""
@@ -119,8 +102,13 @@ class LlamaCppEngine(ServedTokenizer):
 
         sampler = LlamaSampler()
         if params.repetition_penalty != 1.0:
-            sampler.add_penalties(n_vocab=self.vocab_size, penalty_last_n=self.max_context,
-                                  penalty_repeat=params.repetition_penalty, penalty_freq=0.0, penalty_present=0.0)
+            sampler.add_penalties(
+                n_vocab=self.vocab_size,
+                penalty_last_n=self.max_context,
+                penalty_repeat=params.repetition_penalty,
+                penalty_freq=0.0,
+                penalty_present=0.0,
+            )
             for token in prompt:  # the penalty covers the prompt too, as in transformers
                 sampler.accept(token)
         if params.greedy:

@@ -16,14 +16,11 @@ the GPU machine. Without it ``--engine vllm`` fails with that fix, before anythi
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tunelab.errors import ConfigError, ModelError
-from tunelab.infer.decode import GenerationStream, fit_prompt, text_deltas
-from tunelab.infer.engine import ServedTokenizer
+from tunelab.infer.engine import ExternalEngine
 from tunelab.infer.types import SamplingParams, Timings, TokenLogprob
 
 INSTALL_HINT = "pip install vllm on a CUDA machine (it brings its own torch build), then rerun"
@@ -34,12 +31,13 @@ def require_vllm():
     try:
         import vllm
     except ImportError:
-        raise ModelError(f"--engine vllm: vllm is not installed.\n  fix: {INSTALL_HINT}; on a CPU use "
-                         "--engine llama.cpp") from None
+        raise ModelError(
+            f"--engine vllm: vllm is not installed.\n  fix: {INSTALL_HINT}; on a CPU use --engine llama.cpp"
+        ) from None
     return vllm
 
 
-class VllmEngine(ServedTokenizer):
+class VllmEngine(ExternalEngine):
     """One merged model served by vLLM's ``LLMEngine``, with tunelab's tokenizer and chat template.
 
     Args:
@@ -52,6 +50,7 @@ class VllmEngine(ServedTokenizer):
     """
 
     def __init__(self, engine, tokenizer, model_id: str, eos: Sequence[int], max_context: int, vocab_size: int):
+        super().__init__()
         self.engine = engine
         self.tokenizer = tokenizer
         self.served = {model_id: None}
@@ -59,35 +58,23 @@ class VllmEngine(ServedTokenizer):
         self.max_context = max_context
         self.vocab_size = vocab_size
         self._ids = itertools.count()
-        self._lock = threading.Lock()
 
     def _params(self, **kwargs):
         from vllm import SamplingParams as VllmParams
 
         return VllmParams(detokenize=False, stop_token_ids=sorted(self.eos), **kwargs)
 
-    def stream(self, model_id: str, prompt: Sequence[int], params: SamplingParams, *,
-               cancel: Callable[[], bool] | None = None) -> GenerationStream:
-        """Generate after ``prompt``; iterate for text deltas, then read ``.result``."""
-        self._check(model_id)
-        params = fit_prompt(prompt, params, self.max_context)
-        stream = GenerationStream(iter(()))
-        stream._deltas = self._run(stream, list(prompt), params, cancel)
-        return stream
-
-    def _run(self, stream, prompt: list[int], params: SamplingParams, cancel) -> Iterator[str]:
-        start = time.perf_counter()
-        timings = Timings(prompt_tokens=len(prompt))
-        with self._lock:
-            yield from text_deltas(stream, self._steps(prompt, params, timings), self.tokenizer, self.eos,
-                                   params.stop, cancel, timings, start)
-
     def _steps(self, prompt: list[int], params: SamplingParams, timings: Timings) -> Iterator[list[int]]:
         """The tokens each ``engine.step()`` adds to this request (aborted if the consumer stops early)."""
         request_id = f"tunelab-{next(self._ids)}"
-        sampling = self._params(max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                top_p=params.top_p, top_k=params.top_k or -1,
-                                repetition_penalty=params.repetition_penalty, seed=params.seed)
+        sampling = self._params(
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or -1,
+            repetition_penalty=params.repetition_penalty,
+            seed=params.seed,
+        )
         self.engine.add_request(request_id, {"prompt_token_ids": prompt}, sampling)
         seen, finished = 0, False
         try:
@@ -113,8 +100,11 @@ class VllmEngine(ServedTokenizer):
         ids = [int(t) for t in ids]
         request_id = f"tunelab-logprobs-{next(self._ids)}"
         with self._lock:
-            self.engine.add_request(request_id, {"prompt_token_ids": ids},
-                                    self._params(max_tokens=1, temperature=0.0, prompt_logprobs=max(top, 1)))
+            self.engine.add_request(
+                request_id,
+                {"prompt_token_ids": ids},
+                self._params(max_tokens=1, temperature=0.0, prompt_logprobs=max(top, 1)),
+            )
             final = None
             while final is None:
                 final = next((o for o in self.engine.step() if o.request_id == request_id and o.finished), None)
@@ -160,15 +150,23 @@ def load_vllm(target: str, options) -> VllmEngine:
     elif (source / "config.json").is_file():
         folder, tokenizer, model_id = source, load_tokenizer(source), source.name
     else:
-        raise ConfigError(f"--engine vllm serves a run folder (runs/NAME, merged on the fly) or a model folder with "
-                          f"config.json; {target} is neither.\n  fix: `tunelab serve runs/NAME --engine vllm`")
+        raise ConfigError(
+            f"--engine vllm serves a run folder (runs/NAME, merged on the fly) or a model folder with "
+            f"config.json; {target} is neither.\n  fix: `tunelab serve runs/NAME --engine vllm`"
+        )
     args = {"model": str(folder), "tokenizer": str(folder), "skip_tokenizer_init": True, "trust_remote_code": False}
     if options.max_context:
         args["max_model_len"] = options.max_context
     engine = vllm.LLMEngine.from_engine_args(vllm.EngineArgs(**args))
     config = engine.get_model_config()
-    return VllmEngine(engine, tokenizer, model_id, eos_token_ids(tokenizer, _generation_config(folder)),
-                      int(config.max_model_len), int(config.get_vocab_size()))
+    return VllmEngine(
+        engine,
+        tokenizer,
+        model_id,
+        eos_token_ids(tokenizer, _generation_config(folder)),
+        int(config.max_model_len),
+        int(config.get_vocab_size()),
+    )
 
 
 def _generation_config(folder: Path):
