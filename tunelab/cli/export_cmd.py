@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         run: Path = typer.Argument(..., help="Run folder (runs/NAME)."),
-        fmt: str = typer.Option(None, "--format", "-f", help="hf | adapter | gguf | bnb-nf4 | bnb-int8."),
+        fmt: str = typer.Option(None, "--format", "-f", help="hf | adapter | gguf | bnb-nf4 | bnb-int8 | space."),
         quant: str = typer.Option("f16", "--quant", help="GGUF: f32 | f16 | q8_0 | q4_0."),
         out: Path = typer.Option(None, "--out", help="Output folder (default RUN/export/FORMAT)."),
         overwrite: bool = typer.Option(

@@ -43,6 +43,7 @@ SUBCOMMANDS = [
     "tunelab.cli.draft_cmd",
     "tunelab.cli.eval_cmd",
     "tunelab.cli.arena_cmd",
+    "tunelab.cli.demo_cmd",
 ]
 
 

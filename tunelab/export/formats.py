@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunelab.errors import ConfigError
 from tunelab.export.merge import ExportResult, export_adapter, export_hf, load_for_export
+from tunelab.export.space import export_space
 from tunelab.utils.fsio import atomic_folder, moved
 
 
@@ -56,6 +57,7 @@ FORMATS: dict[str, Callable[[Path, Path, ExportOptions], ExportResult]] = {
     "gguf": _gguf,
     "bnb-nf4": _bnb("nf4"),
     "bnb-int8": _bnb("int8"),
+    "space": lambda run_dir, out, options: export_space(run_dir, out, options.dtype),  # a Hugging Face Space folder
 }
 
 
