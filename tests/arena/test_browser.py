@@ -83,4 +83,6 @@ def test_vote_page_in_chromium(browser_page, tmp_path):
         winners = {votes[0].model_left, votes[1].model_right}
         top = page.inner_text("#board tbody tr:first-child td.name")
         assert top in winners
+        # one vote for the left answer, one for the right: no position bias shown
+        assert "the answer shown as A won 50% of decisive votes" in page.inner_text("#voters")
         _shot(page, tmp_path, "leaderboard")

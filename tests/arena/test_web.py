@@ -66,6 +66,8 @@ def test_leaderboard_moves_with_votes(live):
     assert board["votes"] == 6
     assert board["ratings"][0]["model"] == "beta" and board["ratings"][0]["bt"] > 1000
     assert board["models"] == ["alpha", "beta", "gamma"]
+    assert board["voters"]["tie_rate"] == pytest.approx(2 / 6)  # the two pairs without beta: both bad
+    assert "first-slot win rate" in board["voters"]["line"]
 
 
 def test_picker_spreads_votes_over_pairs():

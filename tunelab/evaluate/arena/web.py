@@ -24,7 +24,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from tunelab.evaluate.arena.judges import battles_from, vote_judgment
+from tunelab.evaluate.arena.judges import battles_from, judge_report, vote_judgment
 from tunelab.evaluate.arena.ratings import leaderboard, models_of, win_rates
 from tunelab.evaluate.arena.run import Answer, read_answers
 from tunelab.evaluate.arena.store import VOTE_CHOICES, VoteStore
@@ -151,7 +151,9 @@ def create_app(store: VoteStore, answers: list[Answer], *, rounds: int = 300, se
 
     @app.get("/api/leaderboard")
     def leaderboard_api() -> JSONResponse:
-        battles = battles_from([vote_judgment(v, "human") for v in store.votes()], per_vote=True)
+        judgments = [vote_judgment(v, "human") for v in store.votes()]
+        battles = battles_from(judgments, per_vote=True)
+        report = judge_report("human", judgments)
         models = models_of(battles, picker.models)
         ratings = leaderboard(battles, models, rounds=rounds, seed=0)
         rates = win_rates(battles, models)
@@ -167,6 +169,13 @@ def create_app(store: VoteStore, answers: list[Answer], *, rounds: int = 300, se
                 ],
                 "models": models,
                 "win_rates": [[clean(float(x)) for x in row] for row in rates],
+                "voters": {  # the voters as a judge: position bias of the page
+                    "position_consistency": report.position_consistency,
+                    "pairs_both_orders": report.pairs_both_orders,
+                    "first_slot_win_rate": report.first_slot_win_rate,
+                    "tie_rate": report.tie_rate,
+                    "line": report.line(),
+                },
             }
         )
 

@@ -35,6 +35,11 @@ async function refresh() {
   const data = await (await fetch("/api/leaderboard")).json();
   document.getElementById("total").textContent = `${data.votes} vote${data.votes === 1 ? "" : "s"}`;
   document.getElementById("few").hidden = !data.ratings.some((r) => r.battles < 10);
+  const v = data.voters;
+  const pct = (x) => (x === null ? "n/a" : `${(100 * x).toFixed(0)}%`);
+  document.getElementById("voters").textContent = `Position bias of the votes: the answer shown as A won ${pct(
+    v.first_slot_win_rate)} of decisive votes (50% = no bias); ${v.pairs_both_orders} pairs were voted in both orders, ${pct(
+    v.position_consistency)} of them the same way. Ties and both bad: ${pct(v.tie_rate)}.`;
   const body = document.querySelector("#board tbody");
   body.replaceChildren();
   const bounds = data.ratings.flatMap((r) => [r.lower ?? r.bt, r.upper ?? r.bt]);
