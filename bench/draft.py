@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--num-draft", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--eval-prompts", type=int, default=12)
     parser.add_argument("--eval-tokens", type=int, default=64)
@@ -51,6 +52,7 @@ def main() -> None:
         num_draft=args.num_draft,
         learning_rate=args.lr,
         batch_size=args.batch_size,
+        max_length=args.max_length,
         alpha=args.alpha,
         eval_prompts=args.eval_prompts,
         eval_tokens=args.eval_tokens,

@@ -62,10 +62,6 @@ def default_label(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
-def _default(field) -> str:
-    return "(required)" if field.is_required() else default_label(field.get_default(call_default_factory=True))
-
-
 def _summary(model: type[BaseModel]) -> str:
     return (model.__doc__ or "").strip().splitlines()[0].replace("``", "`")
 
@@ -80,7 +76,7 @@ def _fields(model: type[BaseModel], prefix: str, group: str, path_prefix: str) -
             FieldDoc(
                 key=prefix + name,
                 type=type_label(field.annotation),
-                default=_default(field),
+                default=default_label(field.get_default(call_default_factory=True)),
                 description=field.description or "",
                 group=group,
                 path=path_prefix + name,

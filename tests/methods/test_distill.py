@@ -219,3 +219,12 @@ def test_planner_holds_the_teacher_of_the_config(tmp_path, student_path, data_fi
     assert spec.method == "distill" and spec.reference == "none"
     assert (spec.arch.num_hidden_layers, spec.teacher_arch.num_hidden_layers) == (2, 4)  # student, tiny teacher
     assert plan_training(spec).models > 0  # the frozen teacher is in the plan
+
+
+def test_a_run_needs_a_teacher_but_the_planner_does_not(capsys):
+    from tunelab.cli.main import main
+
+    with pytest.raises(ConfigError, match="method distill needs a teacher"):
+        load_config(None, ["method=distill", "model.name=tiny"])
+    assert main(["plan", "--model", "smollm2-135m-instruct", "--method", "distill"]) == 0  # teacher: same arch
+    assert "teacher (smollm2-135m) held frozen" in capsys.readouterr().err

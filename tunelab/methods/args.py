@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from tunelab.errors import ConfigError
@@ -142,8 +142,8 @@ class DistillArgs(MethodArgs):
     a test keeps the two in agreement.
     """
 
-    teacher: str = Field(
-        ..., description="Teacher: a model name, model folder or run folder sharing the student's tokenizer."
+    teacher: str | None = Field(
+        None, description="(required) Teacher: a model name, model folder or run folder with the student's tokenizer."
     )
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
         "forward_kl", description="forward_kl KL(teacher||student), reverse_kl KL(student||teacher), jsd (with beta)."
@@ -155,6 +155,13 @@ class DistillArgs(MethodArgs):
         "online", description="online: teacher forward every step; cache: top-k once to <run>/teacher_topk.safetensors."
     )
     top_k: int = Field(32, ge=1, description="cache: teacher tokens kept per position (the rest is one bucket).")
+
+    @model_validator(mode="after")
+    def _needs_a_teacher(self, info: ValidationInfo) -> DistillArgs:
+        # The planner models a run without one (the teacher then has the student's architecture).
+        if self.teacher is None and not (info.context or {}).get("planning"):
+            raise ValueError("method distill needs a teacher: set method_args.teacher (a model name, folder or run)")
+        return self
 
 
 #: method name → its ``method_args`` schema (same names as :data:`tunelab.methods.METHODS`).
@@ -190,18 +197,19 @@ def problem_lines(schema: type[BaseModel], errors: list[dict[str, Any]], prefix:
     return lines
 
 
-def parse_method_args(method: str, raw: dict[str, Any]) -> MethodArgs:
+def parse_method_args(method: str, raw: dict[str, Any], *, planning: bool = False) -> MethodArgs:
     """The typed ``method_args`` of ``method``.
 
     :func:`tunelab.config.load_config` has already validated them; this is how a method reads
-    them (and re-checks a dict changed in Python after loading).
+    them (and re-checks a dict changed in Python after loading). ``planning`` relaxes what only
+    training needs (distill's teacher), for the memory planner.
 
     Raises:
         ConfigError: unknown method or invalid options (every problem listed, with valid keys).
     """
     schema = METHOD_ARGS.get(method)
     try:
-        return schema.model_validate(raw)
+        return schema.model_validate(raw, context={"planning": planning})
     except ValidationError as err:
         lines = [f"method_args of method={method}: {err.error_count()} problem(s)"]
         lines += problem_lines(schema, err.errors())
@@ -216,4 +224,4 @@ def planner_reference(method: str, raw: dict[str, Any]) -> str:
     planner's default. Distillation's teacher is not a reference: the planner holds it as its own
     frozen model (``TrainSpec.teacher_arch``).
     """
-    return parse_method_args(method, raw).reference() if method in METHOD_ARGS else "adapter"
+    return parse_method_args(method, raw, planning=True).reference() if method in METHOD_ARGS else "adapter"
