@@ -59,7 +59,10 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def _files(run: Path) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    """The run folder's files but the trackers' (their names hold times and process ids)."""
+    return sorted(
+        str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and p.parts[len(run.parts)] != "trackers"
+    )
 
 
 def _cut_at_step_2(src: Path, dst: Path) -> None:
@@ -84,6 +87,7 @@ def runs(sft_file, tmp_path_factory):
         "training.precision=fp32",
         "training.device=cpu",  # gloo, also on a GPU machine (bench/gpu_check.sh runs nccl)
         "training.learning_rate=0.01",
+        "training.trackers=[tensorboard]",  # closed after the last barrier (it leaves the process group)
         f"output_dir={root / 'runs'}",
         *STEPS,
     ]
@@ -118,6 +122,8 @@ def test_only_the_main_process_wrote(runs):
     one, two = runs["one"], runs["two"]
     assert _files(two) == _files(one)  # same folder; no file twice, none from rank 1
     assert len(_records(two)) == len(_records(one))  # one line per step, not one per rank
+    events = [len(list((run / "trackers").rglob("events.out.tfevents.*"))) for run in (one, two)]
+    assert events[1] == events[0] > 0  # rank 0's tensorboard files only
     assert not list(runs["scratch"].glob("tunelab-rank*"))  # rank 1's method scratch folder was removed
     err = runs["out"].stderr
     assert err.count("step 4/4") == 1 and err.count("precision:") == 1, err[-2000:]
