@@ -237,7 +237,8 @@ def html_report(run: SuiteRun, min_pass: float | None = None) -> str:
             verdict = f"<span class='{'pass' if c.passed else 'fail'}'>{'pass' if c.passed else 'FAIL'}</span>"
             rate = f" <span class='muted'>{c.pass_rate:.0%} of {len(c.samples)}</span>" if len(c.samples) > 1 else ""
             checks = "<br>".join(
-                f"{'✓' if a.passed else '✗'} {e(a.type)}: {e(a.reason)}" for a in c.samples[0].assertions
+                f"{'✓' if a.passed else '✗'} {e(a.type)}: {e(a.reason)}{' (weight 0)' if a.weight == 0 else ''}"
+                for a in c.samples[0].assertions
             )
             cells.append(
                 f"<td>{verdict}{rate}<pre>{e(c.samples[0].answer)}</pre><span class='muted'>{checks}</span></td>"
