@@ -215,6 +215,9 @@ def test_suite_level_errors():
     dup = "cases:\n  - {id: a, prompt: x, assert: [{type: is_json}]}\n  - {id: a, prompt: y, assert: [{type: is_json}]}"
     with pytest.raises(ConfigError, match="distinct id"):
         parse_suite(dup, "s.yaml")
+    late = "cases:\n  - {prompt: x, vars: {p: '('}, assert: [{type: regex, value: '{{p}}'}]}\n"
+    with pytest.raises(ConfigError, match=r"(?s)after substituting variables.*not a valid regular expression"):
+        parse_suite(late, "s.yaml")
 
 
 def test_bundled_suites_load():

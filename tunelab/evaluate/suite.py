@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,6 +43,7 @@ from tunelab.errors import ConfigError
 
 VAR = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
 Role = Literal["system", "user", "assistant"]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Message(BaseModel):
@@ -186,6 +187,14 @@ def _error_lines(err: ValidationError) -> list[str]:
     return lines
 
 
+def _validate(model: type[M], data: Any, head: str, fix: str) -> M:
+    """``model`` validated from ``data``, or a ConfigError: ``head``, one line per problem, ``fix``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join([head, *_error_lines(err), f"  fix: {fix}"])) from None
+
+
 def _case_lines(text: str) -> list[int]:
     """1-based line of each item under ``cases:`` (for messages)."""
     import yaml
@@ -210,18 +219,9 @@ def _substituted(spec: AssertionSpec, variables: dict[str, Any], where: str) -> 
             fields[name] = substitute(fields[name], variables, where)
     if fields == spec.model_dump():
         return spec
-    try:
-        return AssertionSpec.model_validate(fields)
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(
-                [
-                    f"{where}: invalid assertion after substituting variables",
-                    *_error_lines(err),
-                    "  fix: check the variable's value",
-                ]
-            )
-        ) from None
+    return _validate(
+        AssertionSpec, fields, f"{where}: invalid assertion after substituting variables", "check the variable's value"
+    )
 
 
 def _resolve_case(raw: Any, index: int, line: int | None, suite: Suite, source: str) -> ResolvedCase:
@@ -230,18 +230,7 @@ def _resolve_case(raw: Any, index: int, line: int | None, suite: Suite, source: 
         where += f" (id {raw['id']})"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a case must be a mapping, got {raw!r}\n  fix: write prompt: ... and assert: [...]")
-    try:
-        case = Case.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(
-                [
-                    f"{where}: invalid case",
-                    *_error_lines(err),
-                    "  fix: see the fields in docs/evaluation.md (Test suites)",
-                ]
-            )
-        ) from None
+    case = _validate(Case, raw, f"{where}: invalid case", "see the fields in docs/evaluation.md (Test suites)")
     d = suite.defaults
     variables = {**suite.vars, **case.vars}
     system = case.system if case.system is not None else d.system
@@ -291,18 +280,9 @@ def parse_suite(text: str, source: str = "<suite>") -> LoadedSuite:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite is a mapping with a cases: list.\n  fix: start the file with cases:")
-    try:
-        suite = Suite.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(
-            "\n".join(
-                [
-                    f"{source}: invalid suite",
-                    *_error_lines(err),
-                    "  fix: a suite has name, description, defaults, vars and cases",
-                ]
-            )
-        ) from None
+    suite = _validate(
+        Suite, data, f"{source}: invalid suite", "a suite has name, description, defaults, vars and cases"
+    )
     lines = _case_lines(text)
     cases = [
         _resolve_case(raw, i, lines[i] if i < len(lines) else None, suite, source) for i, raw in enumerate(suite.cases)
