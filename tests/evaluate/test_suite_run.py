@@ -264,3 +264,15 @@ cases:
     graded = graders.graded
     run_suite(suite, [model], cache=cache, graders=graders, log=lambda m: None)
     assert graders.graded == graded == 2  # the re-run's rewards came from the cache
+
+
+def test_cli_judge_model_is_opened_like_any_model(tmp_path, tiny_path, cli_cache, capsys):
+    from tunelab.cli.main import main
+
+    suite = tmp_path / "judged.yaml"
+    suite.write_text("cases:\n  - {id: polite, prompt: hi, assert: [{type: judge, value: is polite}]}\n")
+    assert main(["eval", "suite", str(suite), "--model", "tiny", "--judge", "tiny", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    # tiny's judge reply holds no 1-10 score: reported, counted as a failure, never as a low score
+    assert "judge replies without a score (counted as failures): tiny: 1" in out
+    assert "polite: judge: judge reply unparseable" in out
