@@ -13,8 +13,8 @@ from pathlib import Path
 import typer
 
 MODEL_HELP = (
-    "A model name (tiny, smollm2-135m-instruct), model folder, run folder (runs/NAME), .gguf file, or an "
-    "OpenAI-compatible URL http://host:port/v1[#model-id] (repeatable; the first is the baseline)."
+    "Name (tiny, smollm2-135m-instruct), folder, run (runs/NAME), .gguf or OpenAI URL http://host:port/v1#ID "
+    "(repeatable; first = baseline)."
 )
 
 
