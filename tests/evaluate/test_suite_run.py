@@ -276,3 +276,29 @@ def test_cli_judge_model_is_opened_like_any_model(tmp_path, tiny_path, cli_cache
     # tiny's judge reply holds no 1-10 score: reported, counted as a failure, never as a low score
     assert "judge replies without a score (counted as failures): tiny: 1" in out
     assert "polite: judge: judge reply unparseable" in out
+
+
+def test_url_model_answers_like_the_local_engine_and_caches_by_url(tiny_path, cache):
+    from tunelab.errors import ServeError
+    from tunelab.evaluate.models import open_model
+    from tunelab.infer import SamplingParams, load_engine
+    from tunelab.serve import ServerSettings, ServerThread, create_app
+
+    suite = parse_suite("""
+cases:
+  - {id: a, prompt: "hello there", assert: [{type: max_length, value: 10000}]}
+  - {id: b, prompt: "what is two and two", system: be brief, assert: [{type: max_length, value: 10000}]}
+""")
+    settings = GenerationSettings(max_new_tokens=5)
+    local = run_suite(suite, [open_model("tiny")], settings, cache=cache, log=lambda m: None)
+    with ServerThread(create_app(load_engine("tiny", device="cpu"), ServerSettings(api_key="k1"))) as srv:
+        remote = open_model(srv.url + "/v1", batch_size=2, api_key="k1")
+        assert remote.name == "tiny" and remote.key == f"url:{srv.url}#tiny" and remote.tokenizer is None
+        pinned = open_model(f"{srv.url}/v1#tiny", api_key="k1")
+        assert pinned.key == remote.key
+        run = run_suite(suite, [remote], settings, cache=cache, log=lambda m: None)
+    # greedy over HTTP = greedy in-process: the same answers (a different cache key, so really generated)
+    assert run.models[0].generated == 2
+    assert [c.samples[0].answer for c in run.models[0].cases] == [c.samples[0].answer for c in local.models[0].cases]
+    with pytest.raises(ServeError, match="fix: start the server"):
+        open_model("http://127.0.0.1:9/v1#x").generate([[{"role": "user", "content": "hi"}]], SamplingParams())
