@@ -117,7 +117,7 @@ def local_key(spec: str) -> tuple[str, str]:
         resolved = resolve_model(spec)
         root = resolved.path.resolve()
         stats, kind = _file_stats(root, root), resolved.kind
-        name = spec if resolved.kind in ("tiny", "bundled", "hf-cache") else root.name
+        name = resolved.name if resolved.kind in ("tiny", "bundled", "hf-cache") else root.name  # aliases: one key
     if not stats:
         raise ModelError(f"{spec}: no weight or config files in {root}\n  fix: point at a model or run folder")
     digest = hashlib.sha256("\n".join([kind, str(root), *stats]).encode()).hexdigest()[:16]
