@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         for path in (json_out, html_out):
             if path is not None:
                 typer.echo(f"wrote {path}", err=True)
-        if min_pass is not None and any((m.pass_rate() or 0) < min_pass for m in run.models):
+        if min_pass is not None and run.below(min_pass):
             raise typer.Exit(1)
 
     from tunelab.cli.eval_bench_cmd import add_commands

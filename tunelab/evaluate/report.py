@@ -68,7 +68,7 @@ def text_report(run: SuiteRun, min_pass: float | None = None) -> str:
             rate = f" ({c.pass_rate:.0%} of {len(c.samples)} samples)" if len(c.samples) > 1 else ""
             out.append(f"  {c.case.id}{rate}: {'; '.join(sorted(reasons))[:200]}")
     if min_pass is not None:
-        below = [m.name for m in models if (m.pass_rate() or 0) < min_pass]
+        below = run.below(min_pass)
         verdict = (
             f"FAIL: below --min-pass {min_pass:g}: {', '.join(below)}"
             if below
@@ -223,7 +223,7 @@ def html_report(run: SuiteRun, min_pass: float | None = None) -> str:
     )
     gate = ""
     if min_pass is not None:
-        below = [m.name for m in models if (m.pass_rate() or 0) < min_pass]
+        below = run.below(min_pass)
         gate = (
             f"<p class='{'fail' if below else 'pass'}'>--min-pass {min_pass:g}: "
             f"{'below: ' + e(', '.join(below)) if below else 'every model passes'}</p>"

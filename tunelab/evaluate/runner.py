@@ -126,6 +126,10 @@ class SuiteRun:
     settings: GenerationSettings
     models: list[ModelResult] = field(default_factory=list)
 
+    def below(self, min_pass: float) -> list[str]:
+        """Names of the models whose pass rate is below ``min_pass`` (the CI gate)."""
+        return [m.name for m in self.models if (m.pass_rate() or 0.0) < min_pass]
+
     def tags(self) -> list[str]:
         """Tags in first-seen order; ``(untagged)`` only when some cases are tagged and some not."""
         if not any(c.tags for c in self.suite.cases):
