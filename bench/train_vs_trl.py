@@ -53,7 +53,7 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
     from tunelab.config import load_config
     from tunelab.train.loop import train
 
-    packing = column == "tunelab+packing" and a.method == "sft"
+    packing = column == "tunelab+packing"  # SFT: packed rows; DPO: padding-free pairs (+ precomputed reference)
     overrides = [
         f"method={a.method}",
         "model.name=smollm2-135m-instruct",
@@ -256,6 +256,7 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
         raise SystemExit(f"{method} {column} failed (exit {proc.returncode})")
     result = json.loads((Path(a.out) / f"{method}-{column}.json").read_text())
     result.update(peak_rss_gib=usage.ru_maxrss / 2**20, wall_s=time.time() - start)  # ru_maxrss is in KiB
+    (Path(a.out) / f"{method}-{column}.result.json").write_text(json.dumps(result))
     return result
 
 
@@ -295,7 +296,7 @@ def table(method: str, results: dict[str, dict]) -> str:
         + " | ".join(
             f"not done in {x['timed_out']:.0f} s"
             if "timed_out" in x
-            else f"{x['speed']:.{2 if method == 'dpo' else 0}f}"
+            else f"{x['speed']:.{3 if method == 'dpo' else 1}f}"
             for x in s.values()
         )
         + " |"
@@ -326,6 +327,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", help="tunelab's training.precision (auto = its probe's choice)")
     p.add_argument("--columns", default=",".join(COLUMNS))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--reuse", default="", help="columns to read from an earlier run's --out instead of running")
     p.add_argument("--column-timeout", type=float, default=0, help="stop a column after this many seconds (0: never)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_vs_trl"))
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -336,7 +338,7 @@ def main() -> None:
     from instruct_data import write
 
     # Non-packed columns see every example exactly once: steps x micro-batch x accumulation rows.
-    write(Path(a.out) / "data", a.steps * a.micro_batch * a.accumulation)
+    write(Path(a.out) / "data", a.steps * a.micro_batch * a.accumulation)  # deterministic: --reuse sees the same
     methods = ["sft", "dpo"] if a.method == "both" else [a.method]
     import torch
 
@@ -345,7 +347,9 @@ def main() -> None:
     for method in methods:
         results = {}
         for column in a.columns.split(","):
-            results[column] = run_column(a, method, column)
+            saved = Path(a.out) / f"{method}-{column}.result.json"
+            reuse = column in a.reuse.split(",") and saved.is_file()  # a column measured by an earlier run
+            results[column] = json.loads(saved.read_text()) if reuse else run_column(a, method, column)
             print(f"{method} {column}: {json.dumps(summary(method, results[column]))}", flush=True)
         text = table(method, results)
         (Path(a.out) / f"{method}-table.md").write_text(text + "\n")
