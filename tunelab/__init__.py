@@ -73,6 +73,10 @@ for _name, _target in {
     "ServerSettings": "tunelab.serve:ServerSettings",
     "export_run": "tunelab.export:export",
     "ExportOptions": "tunelab.export:ExportOptions",
+    # compression
+    "PruneConfig": "tunelab.compress.config:PruneConfig",
+    "load_prune_config": "tunelab.compress.config:load_prune_config",
+    "prune_model": "tunelab.compress.pipeline:prune",
 }.items():
     _API.lazy(_name, _target)
 del _name, _target
