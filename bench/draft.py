@@ -42,8 +42,17 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=12)
     parser.add_argument("--eval-tokens", type=int, default=64)
     parser.add_argument("--also-num-draft", type=int, nargs="*", default=[], help="re-measure with these k too")
+    parser.add_argument("--costs-only", default=None, help="a saved draft folder: only time the forward passes")
     parser.add_argument("--out", default=None, help="keep the draft here (default: a temp dir, removed)")
     args = parser.parse_args()
+    if args.costs_only:
+        costs = [forward_costs(args.target, Path(args.costs_only), k) for k in (2, 3, 4)]
+        path = ROOT / "bench" / "results" / "draft-costs.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"load_average": os.getloadavg(), "costs": costs}, indent=2))
+        for row in costs:
+            print(json.dumps(row))
+        return
     options = DraftOptions(
         layers=args.layers,
         steps=args.steps,
@@ -90,6 +99,43 @@ def main() -> None:
             f"identical {row['identical']}"
         )
     print(f"wrote {path}")
+
+
+def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 15) -> dict:
+    """What one speculative step costs on this machine, in target 1-token steps: a draft 1-token step
+    and a target verify pass over ``num_draft + 1`` tokens; and the speedup they allow when every
+    drafted token is accepted, ``(k + 1) / (k * draft + verify)``. The three are timed in turn in
+    each round (a busy machine slows them alike) and the medians are kept."""
+    import statistics
+
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.compress.draft import load_target, render
+    from tunelab.infer.cache import KVState
+
+    model, tokenizer = load_target(target, "cpu")
+    draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype="float32").eval()
+    prompt = render(tokenizer, "Explain magnets in two sentences.")
+    jobs = {"target_step": (model, 1), "draft_step": (draft, 1), "verify": (model, num_draft + 1)}
+    states = {name: KVState(net) for name, (net, _) in jobs.items()}
+    for state in states.values():
+        state.logits(prompt)
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for r in range(repeats):
+        for name, (_, width) in jobs.items():
+            extra = [100 + (r * 7 + i) % 900 for i in range(width)]  # new tokens each round: no cache hit
+            start = time.perf_counter()
+            states[name].logits(prompt + extra, last=width)  # the cache holds the prompt: only `extra` runs
+            times[name].append(time.perf_counter() - start)
+    step = statistics.median(times["target_step"])
+    costs = {name: statistics.median(times[name]) / step for name in ("draft_step", "verify")}
+    best = (num_draft + 1) / (num_draft * costs["draft_step"] + costs["verify"])
+    return {
+        "num_draft": num_draft,
+        "target_step_ms": round(step * 1000, 1),
+        "relative_cost": costs,
+        "speedup_if_all_accepted": best,
+    }
 
 
 def remeasure(target: str, out: Path, options: DraftOptions, num_draft: int) -> dict:
