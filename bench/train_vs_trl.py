@@ -14,7 +14,8 @@ Columns:
   cross-example attention); for DPO, precomputed reference log-probs;
 * ``trl-defaults``: ``SFTTrainer`` / ``DPOTrainer`` defaults, changed only where this CPU
   requires it: fp32 (TRL defaults to bf16 autocast, which on an AVX2 CPU without AVX-512 BF16
-  runs matmuls ~15x slower than fp32: tunelab's precision probe) and ``use_cpu``;
+  runs training matmuls ~4x slower than fp32: the precision probe measured fp32 12.7, bf16
+  3.0 GFLOP/s on one thread) and ``use_cpu``;
 * ``trl-best``: SFT packing (BFD, padding-free), gradient checkpointing off, fp32; DPO
   ``precompute_ref_log_probs`` and gradient checkpointing off.
 
@@ -166,7 +167,7 @@ def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict
         "weight_decay": 0.0,
         "max_grad_norm": MAX_GRAD_NORM,
         "max_length": a.max_length,
-        "bf16": False,  # required here: bf16 matmuls are ~15x slower than fp32 on this AVX2 CPU
+        "bf16": False,  # required here: bf16 matmuls ran ~4x slower than fp32 on this AVX2 CPU (precision probe)
         "fp16": False,
         "use_cpu": True,
         "logging_steps": 1,

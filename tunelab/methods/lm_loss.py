@@ -3,8 +3,9 @@ in chunks, recomputed in backward.
 
 Why: with a 49k-152k vocabulary the output head dominates a small model's training memory.
 The plain path (``model(...).logits`` then ``cross_entropy``) keeps the logits, an fp32 copy,
-the log-softmax and, in backward, its gradient: ~12-16 bytes x tokens x V, 2.4 GiB for 8 x 512
-tokens of SmolLM2 (V = 49,152) where the whole 135M model is 0.5 GiB. Two cuts here:
+the log-softmax and, in backward, its gradient: ~12-16 bytes x tokens x V, 2.25 GiB at 12
+bytes for 8 x 512 tokens of SmolLM2 (V = 49,152) where the whole 135M model is 0.5 GiB. Two
+cuts here:
 
 1. only positions whose next token is trained (SFT answer tokens, DPO completion tokens) go
    through the head at all: prompt and padding rows are dropped before the matmul;
