@@ -49,8 +49,9 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None):
         ) from None
     import torch
 
-    try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or torch.get_num_threads(), verbose=False)
+    threads = n_threads or torch.get_num_threads()
+    try:  # the prompt's threads too (llama-cpp-python's default is every core, which spins against a busy machine)
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
     except ValueError as err:
         raise ModelError(
             f"llama.cpp could not load {path}: {err}.\n  fix: check the file with "

@@ -158,7 +158,7 @@ def load_vllm(target: str, options) -> VllmEngine:
     if options.max_context:
         args["max_model_len"] = options.max_context
     engine = vllm.LLMEngine.from_engine_args(vllm.EngineArgs(**args))
-    config = engine.get_model_config()
+    config = getattr(engine, "model_config", None) or engine.get_model_config()  # v1 engine / older API
     return VllmEngine(
         engine,
         tokenizer,
