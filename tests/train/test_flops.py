@@ -89,3 +89,25 @@ def test_logged_mfu_matches_the_hand_count(make_config, same_length_file, tiny_t
         seconds = 4 * s / r["tokens_per_s"]  # tokens/s counts the 4 x s non-padding tokens
         assert r["mfu"] == pytest.approx(flops / seconds / 250e9, rel=1e-9)
         assert 0 < r["mfu"] < 1
+
+
+def test_a_peak_below_the_achieved_rate_logs_no_mfu_and_says_why(make_config, same_length_file, capfd, monkeypatch):
+    """A probe cached while the machine was busy gives a peak below what a step achieves: the run
+    must not log MFU above 100%; it warns once and logs null instead."""
+    from tunelab.train.loop import train
+
+    monkeypatch.setenv("TUNELAB_PRECISION_PROBE", '{"fp32": 1e-6, "bf16": 1e-7}')  # 1 kFLOP/s: any step beats it
+    config = make_config(
+        f"data.path={same_length_file}",
+        "data.validation_split=0",
+        "training.max_steps=2",
+        "training.eval_every=0",
+    )
+    result = train(config)
+    records = [r for r in map(json.loads, Path(result.run_dir, "metrics.jsonl").read_text().splitlines()) if "mfu" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["mfu"] is None for r in records)
+    captured = capfd.readouterr()
+    out = captured.out + captured.err
+    assert out.count("warning: MFU not reported") == 1
+    assert "fix: delete" in out

@@ -324,7 +324,8 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         start_time=start_time,
         ranks=ranks,
         flops=FlopsModel.of(accelerator.unwrap_model(model)),
-        peak_gflops=choose_precision(args.precision, accelerator.device.type).peak_gflops,
+        peak_gflops=(choice := choose_precision(args.precision, accelerator.device.type)).peak_gflops,
+        probe_cache=choice.cache,
     )
     method.before_training(accelerator.unwrap_model(model), datasets)
     if args.eval_every and state.step == 0:  # the baseline every later evaluation is compared to
@@ -355,6 +356,7 @@ class RunContext:
     ranks: Ranks = field(default_factory=Ranks)  #: this process among the training processes
     flops: FlopsModel | None = None  #: the model's FLOP count per step (MFU)
     peak_gflops: float = 0.0  #: measured peak of the run's dtype (the precision probe)
+    probe_cache: str | None = None  #: the probe's cache file (named when its peak is found wrong)
 
 
 def _run_steps(ctx: RunContext) -> float | None:
@@ -388,7 +390,7 @@ def _run_steps(ctx: RunContext) -> float | None:
             now = time.time()
             tok_s = outcome.tokens / max(now - step_time, 1e-9)
             step_flops = ctx.flops.step_flops(outcome.lengths, outcome.frozen_lengths) if ctx.flops else 0.0
-            step_mfu = mfu(step_flops, now - step_time, ctx.peak_gflops)
+            step_mfu = _checked_mfu(ctx, step_flops, now - step_time)
             step_time = now
             scale = {"loss_scale": scaler.get_scale()} if scaler is not None else {}
             record = {"step": state.step, "loss": outcome.loss, "lr": lr, "grad_norm": norm, "tokens_per_s": tok_s}
@@ -396,6 +398,32 @@ def _run_steps(ctx: RunContext) -> float | None:
             _after_step(ctx, {**record, **scale, **outcome.metrics})
             progress.update(state.step, outcome.loss, tok_s, step_mfu)
     return last_loss
+
+
+def _checked_mfu(ctx: RunContext, flops: float, seconds: float) -> float | None:
+    """The step's MFU, or ``None`` once the probe's peak is known to be wrong.
+
+    A step that runs faster than the device peak means the precision probe (cached per machine) was
+    measured while the machine was busy: every MFU against it would be inflated, so the run says so
+    once, names the cache file to delete, and logs no MFU rather than a wrong one.
+    """
+    if ctx.peak_gflops <= 0:
+        return None
+    value = mfu(flops, seconds, ctx.peak_gflops)
+    if value <= 1.0:
+        return value
+    if ctx.ranks.main:
+        achieved = flops / max(seconds, 1e-9) / 1e9
+        console.print(
+            f"warning: MFU not reported: this step ran at {achieved:.1f} GFLOP/s, above the precision probe's "
+            f"peak of {ctx.peak_gflops:.1f} GFLOP/s (measured while the machine was busy).\n"
+            f"  fix: delete {ctx.probe_cache or 'the cached probe under $TUNELAB_HOME/precision/'} to measure again",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    ctx.peak_gflops = 0.0
+    return None
 
 
 def _optimizer_step(ctx: RunContext, take: bool) -> bool:
