@@ -210,36 +210,16 @@ class UrlModel:
     model = None
 
     def __init__(self, spec: str, *, batch_size: int = 8, api_key: str | None = None, timeout: float = 300.0):
-        import httpx
+        from tunelab.utils.openai_client import OpenAIClient
 
         url, _, model_id = spec.partition("#")
-        self.base = url.rstrip("/").removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+        self.client = OpenAIClient(url, api_key=api_key, timeout=timeout)
+        self.base = self.client.base
         self.batch_size = batch_size
-        self.model_id = model_id or self._first_model()
+        self.model_id = model_id or self.client.first_model("name the model in the URL: http://host:port/v1#MODEL-ID")
         self.name = self.model_id
         self.key = f"url:{self.base}#{self.model_id}"
         self.generate_calls = 0
-
-    def _request(self, method: str, path: str, **kwargs):
-        import httpx
-
-        try:
-            return self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as err:
-            raise ServeError(
-                f"{self.base}{path}: {err}\n  fix: start the server (tunelab serve MODEL) or check the URL and port"
-            ) from err
-
-    def _first_model(self) -> str:
-        response = self._request("GET", "/v1/models")
-        if response.status_code != 200 or not response.json().get("data"):
-            raise ServeError(
-                f"{self.base}/v1/models answered {response.status_code}: {response.text[:200]}\n"
-                "  fix: name the model in the URL: http://host:port/v1#MODEL-ID"
-            )
-        return response.json()["data"][0]["id"]
 
     def _one(self, conversation: Conversation, params: SamplingParams, seed: int | None) -> str:
         body = {
@@ -253,7 +233,7 @@ class UrlModel:
             body["stop"] = list(params.stop)
         if seed is not None:
             body["seed"] = seed
-        response = self._request("POST", "/v1/chat/completions", json=body)
+        response = self.client.request("POST", "/v1/chat/completions", json=body)
         if response.status_code != 200:
             raise ServeError(
                 f"{self.base}/v1/chat/completions answered {response.status_code}: "

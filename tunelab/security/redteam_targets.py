@@ -86,37 +86,20 @@ class UrlTarget:
     REFUSAL_CODES = ("content_policy_violation", "content_filter", "guardrail_blocked")
 
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 300.0):
-        import httpx
+        from tunelab.utils.openai_client import OpenAIClient
 
-        self.base = url.rstrip("/").removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
-        self.model = model or self._first_model()
+        self.client = OpenAIClient(url, api_key=api_key, timeout=timeout)
+        self.base = self.client.base
+        self.model = model or self.client.first_model("pass --model-id NAME (and --api-key if the server needs one)")
         self.name = f"{self.base} ({self.model})"
         self.special_tokens: tuple[str, ...] = ()
-
-    def _request(self, method: str, path: str, **kwargs):
-        import httpx
-
-        try:
-            return self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as err:
-            raise ServeError(f"{self.base}{path}: {err}\n  fix: start the server (tunelab serve MODEL) or check the "
-                             "URL and port") from err
-
-    def _first_model(self) -> str:
-        response = self._request("GET", "/v1/models")
-        if response.status_code != 200 or not response.json().get("data"):
-            raise ServeError(f"{self.base}/v1/models answered {response.status_code}: {response.text[:200]}\n"
-                             "  fix: pass --model-id NAME (and --api-key if the server needs one)")
-        return response.json()["data"][0]["id"]
 
     def answer(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Reply]:
         replies = []
         for conv in conversations:
             body = {"model": self.model, "messages": [{"role": r, "content": c} for r, c in conv],
                     "max_tokens": max_new_tokens, "temperature": 0}
-            response = self._request("POST", "/v1/chat/completions", json=body)
+            response = self.client.request("POST", "/v1/chat/completions", json=body)
             if response.status_code == 200:
                 choice = response.json()["choices"][0]
                 text = choice["message"].get("content") or ""
