@@ -111,3 +111,21 @@ def test_a_peak_below_the_achieved_rate_logs_no_mfu_and_says_why(make_config, sa
     out = captured.out + captured.err
     assert out.count("warning: MFU not reported") == 1
     assert "fix: delete" in out
+
+
+def test_a_run_that_beats_a_cached_peak_flags_the_probe_for_the_next_run(
+    make_config, same_length_file, capfd, monkeypatch, tmp_path
+):
+    from tunelab.models import precision
+    from tunelab.train.loop import train
+
+    monkeypatch.delenv("TUNELAB_PRECISION_PROBE", raising=False)
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(precision, "_MEMO", {})
+    monkeypatch.setattr(precision, "measure", lambda device, budget_s=precision.BUDGET_S: {"fp32": 1e-6})
+    config = make_config(f"data.path={same_length_file}", "data.validation_split=0", "training.max_steps=1")
+    train(config)
+    out = "".join(capfd.readouterr())
+    assert "fix: the next run measures the peak again (the cached probe is flagged)" in out
+    (cache,) = (tmp_path / "home" / "precision").glob("*.json")
+    assert json.loads(cache.read_text())["stale"] is True

@@ -82,6 +82,7 @@ def test_probe_is_cached_per_machine_and_kernel_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("TUNELAB_HOME", str(tmp_path))
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(precision, "_MEMO", {})
+    monkeypatch.setattr(precision, "_load_per_cpu", lambda device: None)  # no re-probe for a busy machine here
     calls = []
 
     def fake_measure(device, budget_s=precision.BUDGET_S):
@@ -218,3 +219,53 @@ def test_explicit_fp16_training_on_cpu_is_refused_not_silently_fp32(make_config)
 
     with pytest.raises(ConfigError, match=r"training.precision: fp16 .*\n  fix: "):
         train(make_config("name=fp16-cpu", "training.precision=fp16", "training.max_steps=1"))
+
+
+@pytest.fixture()
+def probe_home(monkeypatch, tmp_path):
+    """A real cache under a temporary TUNELAB_HOME, a counting fake ``measure`` and a settable load."""
+    monkeypatch.delenv(PROBE_ENV, raising=False)
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path))
+    monkeypatch.setattr(precision, "_MEMO", {})
+    state = {"load": 0.1, "results": [], "calls": 0}
+
+    def fake_measure(device, budget_s=precision.BUDGET_S):
+        state["calls"] += 1
+        return dict(state["results"].pop(0))
+
+    monkeypatch.setattr(precision, "measure", fake_measure)
+    monkeypatch.setattr(precision, "_load_per_cpu", lambda device: state["load"])
+    return state
+
+
+def _new_process(monkeypatch):
+    monkeypatch.setattr(precision, "_MEMO", {})
+
+
+def test_a_probe_taken_on_a_busy_cpu_is_measured_again_once_it_is_quieter(probe_home, monkeypatch):
+    probe_home["load"] = 8.5  # 17 runnable processes on 2 cores
+    probe_home["results"] = [{"fp32": 12.7, "bf16": 3.0}, {"fp32": 110.0, "bf16": 2.5}]
+    first = choose_precision("auto", "cpu")
+    assert (first.source, first.peak_gflops) == ("probe", 12.7)
+    assert json.loads(Path(first.cache).read_text())["load_per_cpu"] == 8.5
+    _new_process(monkeypatch)
+    probe_home["load"] = 8.2  # still busy: not quieter by QUIETER_BY, the cache is used
+    assert choose_precision("auto", "cpu").source == "cache" and probe_home["calls"] == 1
+    _new_process(monkeypatch)
+    probe_home["load"] = 0.3  # quiet: measured again; each dtype keeps its faster number
+    again = choose_precision("auto", "cpu")
+    assert (again.source, again.gflops, probe_home["calls"]) == ("probe", {"fp32": 110.0, "bf16": 3.0}, 2)
+    _new_process(monkeypatch)  # probed quiet: trusted from now on
+    assert choose_precision("auto", "cpu").source == "cache" and probe_home["calls"] == 2
+
+
+def test_a_probe_flagged_stale_is_measured_again_and_the_flag_cleared(probe_home, monkeypatch):
+    probe_home["results"] = [{"fp32": 40.0}, {"fp32": 30.0}]
+    first = choose_precision("auto", "cpu")
+    assert precision.mark_stale(first.cache) is True
+    assert json.loads(Path(first.cache).read_text())["stale"] is True
+    again = choose_precision("auto", "cpu")  # mark_stale also drops this process's memo
+    assert (again.source, again.gflops, probe_home["calls"]) == ("probe", {"fp32": 40.0}, 2)  # max(40, 30)
+    assert "stale" not in json.loads(Path(first.cache).read_text())
+    assert precision.mark_stale(None) is False
+    assert precision.mark_stale(Path(first.cache).with_name("missing.json")) is False

@@ -38,7 +38,7 @@ from tunelab.config import RunConfig, save_config
 from tunelab.errors import CheckpointError, ConfigError, TrainingError
 from tunelab.methods import get_method
 from tunelab.methods.base import Batch, Datasets, Method
-from tunelab.models.precision import choose_precision
+from tunelab.models.precision import choose_precision, mark_stale
 from tunelab.train import distributed
 from tunelab.train.checkpoint import (
     TrainState,
@@ -405,7 +405,8 @@ def _checked_mfu(ctx: RunContext, flops: float, seconds: float) -> float | None:
 
     A step that runs faster than the device peak means the precision probe (cached per machine) was
     measured while the machine was busy: every MFU against it would be inflated, so the run says so
-    once, names the cache file to delete, and logs no MFU rather than a wrong one.
+    once, flags the cached probe so that the next run measures again, and logs no MFU rather than
+    a wrong one.
     """
     if ctx.peak_gflops <= 0:
         return None
@@ -414,10 +415,16 @@ def _checked_mfu(ctx: RunContext, flops: float, seconds: float) -> float | None:
         return value
     if ctx.ranks.main:
         achieved = flops / max(seconds, 1e-9) / 1e9
+        flagged = mark_stale(ctx.probe_cache)
+        fix = (
+            "the next run measures the peak again (the cached probe is flagged)"
+            if flagged
+            else f"delete {ctx.probe_cache or 'the cached probe under $TUNELAB_HOME/precision/'} to measure again"
+        )
         console.print(
             f"warning: MFU not reported: this step ran at {achieved:.1f} GFLOP/s, above the precision probe's "
             f"peak of {ctx.peak_gflops:.1f} GFLOP/s (measured while the machine was busy).\n"
-            f"  fix: delete {ctx.probe_cache or 'the cached probe under $TUNELAB_HOME/precision/'} to measure again",
+            f"  fix: {fix}",
             markup=False,
             highlight=False,
             soft_wrap=True,
