@@ -128,6 +128,12 @@ class TrainArgs(Section):
     max_steps: int = Field(
         100, ge=1, description="Optimizer steps (each = micro_batch_size x grad_accum examples/rows)."
     )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget: no step starts after this many minutes of wall time since the run started (the "
+        "final evaluation and save follow); the LR schedule then runs on time as well as on steps.",
+    )
     micro_batch_size: int = Field(4, ge=1, description="Rows per forward pass.")
     gradient_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")

@@ -22,6 +22,7 @@ FLAG_KEYS = {
     "max_length": "data.max_length",
     "recover": "recover.recover",
     "recover_steps": "recover.training.max_steps",
+    "recover_minutes": "recover.training.max_minutes",
     "recover_adapter": "recover.adapter.type",
     "learning_rate": "recover.training.learning_rate",
     "out": "out",
@@ -107,6 +108,9 @@ def register(app: typer.Typer) -> None:
         max_length: int = typer.Option(None, "--max-length", help="Tokens per example."),
         recover: str = typer.Option(None, "--recover", help="lora | distill | none (default lora)."),
         recover_steps: int = typer.Option(None, "--recover-steps", help="Optimizer steps of the recovery run."),
+        recover_minutes: float = typer.Option(
+            None, "--recover-minutes", help="Time budget of the recovery run (stops early; the LR decays in time)."
+        ),
         recover_adapter: str = typer.Option(None, "--recover-adapter", help="lora | full: what recovery trains."),
         learning_rate: float = typer.Option(None, "--lr", help="Recovery learning rate."),
         out: Path = typer.Option(None, "--out", help="Output folder (default pruned/<model>-<method>)."),
@@ -138,6 +142,7 @@ def register(app: typer.Typer) -> None:
             "max_length": max_length,
             "recover": recover,
             "recover_steps": recover_steps,
+            "recover_minutes": recover_minutes,
             "recover_adapter": recover_adapter,
             "learning_rate": learning_rate,
             "out": out,

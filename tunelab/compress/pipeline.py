@@ -179,6 +179,8 @@ def recover_model(config: PruneConfig, base: Path, runs: Path) -> tuple[Any, Any
         "method": run_config.method,
         "adapter": run_config.adapter.type,
         "steps": result.steps,
+        "max_steps": run_config.training.max_steps,
+        "max_minutes": run_config.training.max_minutes,
         "wall_s": round(result.wall_s, 1),
         "val_ppl": result.val.get("val_ppl"),
         "run": "recovery",

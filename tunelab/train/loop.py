@@ -51,7 +51,7 @@ from tunelab.train.checkpoint import (
 from tunelab.train.distributed import Ranks
 from tunelab.train.flops import FlopsModel, mfu
 from tunelab.train.metrics import MetricsLog, plot_curves, tracker_config
-from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.optim import TimeBudget, build_optimizer, build_scheduler
 from tunelab.train.progress import StepProgress
 from tunelab.train.sampler import ResumableSampler
 from tunelab.utils.log import console
@@ -284,7 +284,8 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     args = config.training
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args, accelerator.device.type)
-    scheduler = build_scheduler(optimizer, args)
+    budget = TimeBudget(args.max_minutes, start_time)
+    scheduler = build_scheduler(optimizer, args, budget)
     distributed.configure_engine(accelerator, args.micro_batch_size, args.gradient_accumulation)
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 swaps in sharded (DTensor) parameters
@@ -322,6 +323,7 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
         metrics=metrics,
         params=params,
         start_time=start_time,
+        budget=budget,
         ranks=ranks,
         flops=FlopsModel.of(accelerator.unwrap_model(model)),
         peak_gflops=(choice := choose_precision(args.precision, accelerator.device.type)).peak_gflops,
@@ -353,6 +355,7 @@ class RunContext:
     metrics: MetricsLog
     params: list[torch.nn.Parameter]
     start_time: float
+    budget: TimeBudget  #: training.max_minutes
     ranks: Ranks = field(default_factory=Ranks)  #: this process among the training processes
     flops: FlopsModel | None = None  #: the model's FLOP count per step (MFU)
     peak_gflops: float = 0.0  #: measured peak of the run's dtype (the precision probe)
@@ -374,6 +377,10 @@ def _run_steps(ctx: RunContext) -> float | None:
     quiet = None if ctx.ranks.main else Console(quiet=True)  # one progress display: the main process's
     with StepProgress(args.max_steps, state.step, console=quiet) as progress:
         for step in range(state.step, args.max_steps):
+            if ctx.budget.spent(ctx.ranks):
+                if ctx.ranks.main:
+                    console.print(f"time budget of {args.max_minutes:g} min spent: stopped after {step} steps")
+                break
             ctx.model.train()
             batches = _micro_batches(ctx.method, ctx.model, step, ctx.sampler, ctx.datasets.train, ctx.config)
             outcome = _forward_backward(ctx.method, ctx.model, batches, ctx.accelerator, ctx.ranks)

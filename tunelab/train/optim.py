@@ -8,7 +8,10 @@ Adam moments in blockwise-quantized 8-bit form (paged: spilled to CPU under memo
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,14 +86,46 @@ SCHEDULES.register("linear", _linear)
 SCHEDULES.register("constant", _constant)
 
 
-def lr_factor(step: int, args: TrainArgs) -> float:
-    """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warmup, then the schedule."""
+def lr_factor(step: int, args: TrainArgs, time_used: float = 0.0) -> float:
+    """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warmup, then the schedule.
+
+    ``time_used`` is the fraction of ``training.max_minutes`` spent so far: the schedule's progress
+    is the larger of the step and the time fraction, so that a run stopped by its time budget has
+    decayed its LR by then (a cosine cut off halfway would end at half the peak, not at the floor).
+    """
     if args.warmup_steps and step < args.warmup_steps:
         return (step + 1) / args.warmup_steps
     span = max(1, args.max_steps - args.warmup_steps)
-    progress = min(1.0, (step - args.warmup_steps) / span)
+    progress = min(1.0, max((step - args.warmup_steps) / span, time_used))
     return SCHEDULES[args.lr_scheduler](progress, args.min_lr_ratio)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArgs) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args))
+@dataclass
+class TimeBudget:
+    """``training.max_minutes``: the fraction of the budget spent, read once per step.
+
+    The main process's clock decides on every rank (broadcast), so that all ranks stop at the same
+    step and apply the same LR.
+    """
+
+    minutes: float | None
+    start: float  # time.time() when the run started (setup and loading count against the budget)
+    used: float = 0.0
+
+    def spent(self, ranks: Any) -> bool:
+        """Update :attr:`used`; True once the budget is spent (no further step may start)."""
+        if self.minutes is None:
+            return False
+        from tunelab.train import distributed
+
+        self.used = distributed.broadcast((time.time() - self.start) / (60.0 * self.minutes), ranks)
+        return self.used >= 1.0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, args: TrainArgs, budget: TimeBudget | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The LR schedule; with a ``budget`` its progress also follows the time spent (:func:`lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, args, budget.used if budget else 0.0)
+    )
