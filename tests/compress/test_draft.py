@@ -78,6 +78,9 @@ def test_draft_command_end_to_end(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     from tunelab.cli.main import main
+    from tunelab.infer.decode import eos_token_ids
+    from tunelab.infer.drafting import DraftRuntime, load_draft
+    from tunelab.models.load import load_tokenizer
 
     out = tmp_path / "draft"  # the bundled prompt set (tiny answers some of them with nothing but padding)
     argv = [
@@ -97,6 +100,10 @@ def test_draft_command_end_to_end(tmp_path, capsys):
         "2",
         "--eval-tokens",
         "8",
+        "--min-confidence",
+        "0",
+        "--head-tokens",
+        "100",
         "--out",
         str(out),
     ]
@@ -109,6 +116,14 @@ def test_draft_command_end_to_end(tmp_path, capsys):
     for line in ("acceptance rate", "speedup", "greedy identical  yes"):
         assert line in printed
     assert report["distill"]["steps"] == 3 and report["draft_layers"] == 2 and report["target_layers"] == 4
+    runtime = DraftRuntime.read(out)  # how tunelab runs it: the 100 most frequent answer tokens + EOS, int8
+    eos = eos_token_ids(AutoModelForCausalLM.from_pretrained(out), load_tokenizer(out))
+    assert runtime.quantize == "int8" and runtime.min_confidence == 0.0 and runtime.vocab == sorted(runtime.vocab)
+    assert set(eos) <= set(runtime.vocab) and len(runtime.vocab) <= 100 + len(eos)
+    assert report["runtime"]["head_tokens"] == len(runtime.vocab) and speed["drafted"] > 0
+    assert 0.0 < speed["coverage"] <= 1.0
+    served = load_draft(out)  # what tunelab serve --draft loads: the restricted int8 head
+    assert served.lm_head.out_features == len(runtime.vocab) and served.draft_vocab.tolist() == runtime.vocab
     draft = AutoModelForCausalLM.from_pretrained(out)  # a plain transformers folder
     assert draft.config.num_hidden_layers == 2 and draft.config.use_cache
     assert (out / "generations.jsonl").read_text().count("\n") >= 2

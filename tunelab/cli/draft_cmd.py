@@ -17,7 +17,10 @@ def print_report(report) -> None:
         f"{report.draft_params:,} parameters ({report.draft_params / report.target_params:.2f}x the target)",
         f"distilled on {report.train_prompts} target answers ({report.generated_tokens} tokens), "
         f"{report.distill['steps']} steps",
-        f"measured on {s.prompts} held-out prompts, {s.new_tokens} greedy tokens, {s.num_draft} drafted per step:",
+        f"draft runs with a head of {report.runtime['head_tokens'] or 'all'} tokens "
+        f"({s.coverage:.1%} of the measured target tokens), weights {report.runtime['quantize']}, "
+        f"up to {s.num_draft} drafted per step while its confidence is >= {report.runtime['min_confidence']}",
+        f"measured on {s.prompts} held-out prompts, {s.new_tokens} greedy tokens:",
         f"  acceptance rate   {s.acceptance_rate:.3f}  ({s.accepted}/{s.drafted} drafted tokens accepted)",
         f"  speedup           {s.speedup:.2f}x  (target alone {s.target_s:.1f} s, "
         f"with the draft {s.speculative_s:.1f} s)",
@@ -43,7 +46,18 @@ def register(app: typer.Typer) -> None:
         gen_tokens: int = typer.Option(64, "--gen-tokens", help="Longest target answer generated for training."),
         batch_size: int = typer.Option(4, "--batch-size", help="Packed rows per distillation step."),
         learning_rate: float = typer.Option(5e-4, "--lr", help="Distillation learning rate."),
-        num_draft: int = typer.Option(3, "--num-draft", help="Tokens drafted per target forward when measuring."),
+        num_draft: int = typer.Option(6, "--num-draft", help="Most tokens drafted per target forward."),
+        min_confidence: float = typer.Option(
+            0.5,
+            "--min-confidence",
+            help="Stop drafting at a token the draft gives less probability (0: always --num-draft).",
+        ),
+        head_tokens: int = typer.Option(
+            8192, "--head-tokens", help="The draft's output head keeps the target's N most frequent tokens (0: all)."
+        ),
+        quantize: str = typer.Option(
+            "int8", "--quantize", help="The draft's weights when drafting: int8 (CPU) | none."
+        ),
         eval_prompts: int = typer.Option(12, "--eval-prompts", help="Held-out prompts timed."),
         eval_tokens: int = typer.Option(64, "--eval-tokens", help="Greedy tokens per timed prompt."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
@@ -65,6 +79,9 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             learning_rate=learning_rate,
             num_draft=num_draft,
+            min_confidence=min_confidence,
+            head_tokens=head_tokens,
+            quantize=quantize,
             eval_prompts=eval_prompts,
             eval_tokens=eval_tokens,
             device=device,

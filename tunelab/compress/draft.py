@@ -34,9 +34,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import ConfigError, DataError, ServeError
+
+if TYPE_CHECKING:
+    from tunelab.infer.drafting import DraftRuntime
 
 DEFAULT_PROMPTS = "examples/data/draft_prompts.jsonl"  # a preset path (tunelab/presets/...)
 PROMPT_KEYS = ("prompt", "instruction", "question")
@@ -60,7 +63,10 @@ class DraftOptions:
     loss: str = "forward_kl"
     alpha: float = 0.5  # weight of the cross-entropy on the target's own tokens
     top_k: int = 32
-    num_draft: int = 3  # tokens drafted per target forward when measuring
+    num_draft: int = 6  # most tokens drafted per target forward
+    min_confidence: float = 0.5  # the draft stops at a token it gives less probability (0: always num_draft)
+    head_tokens: int = 8192  # the draft's output head keeps the target's most frequent tokens (0: all)
+    quantize: str = "int8"  # the draft's linear layers at run time: int8 (dynamic, CPU) or none
     eval_prompts: int = 12
     eval_tokens: int = 64
     seed: int = 0
@@ -91,6 +97,7 @@ class SpeedReport:
     accepted: int
     identical: bool
     num_draft: int
+    coverage: float = 1.0  # fraction of the target's measured tokens the draft's head can propose
 
     @property
     def acceptance_rate(self) -> float:
@@ -113,6 +120,7 @@ class DraftReport:
     draft_params: int
     train_prompts: int
     generated_tokens: int
+    runtime: dict[str, Any]  # how the draft runs (tunelab.infer.drafting.DraftRuntime, without its token ids)
     distill: dict[str, Any]
     speed: SpeedReport
     stage_s: dict[str, float] = field(default_factory=dict)
@@ -189,21 +197,21 @@ def render(tokenizer, prompt: str) -> list[int]:
 
 def target_answers(
     model, tokenizer, prompts: Sequence[str], options: DraftOptions, log: Callable[[str], None] = print
-) -> list[tuple[str, int]]:
-    """The target's greedy answers ``(text, token count)`` to ``prompts``, generated in batches."""
+) -> list[tuple[str, list[int]]]:
+    """The target's greedy answers ``(text, token ids)`` to ``prompts``, generated in batches."""
     from tunelab.infer.batch import generate_batch
     from tunelab.infer.types import SamplingParams
 
     params = SamplingParams(max_new_tokens=options.gen_tokens, temperature=0.0)
     # similar lengths share a batch: less padding
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: dict[int, tuple[str, int]] = {}
+    results: dict[int, tuple[str, list[int]]] = {}
     for start in range(0, len(order), options.gen_batch):
         chunk = order[start : start + options.gen_batch]
         for i, result in zip(
             chunk, generate_batch(model, tokenizer, [render(tokenizer, prompts[i]) for i in chunk], params), strict=True
         ):
-            results[i] = (result.text, len(result.tokens))
+            results[i] = (result.text, list(result.tokens))
         log(f"  answered {len(results)}/{len(prompts)} prompts")
     return [results[i] for i in range(len(prompts))]
 
@@ -289,6 +297,9 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     plain.generate(ids[0], SamplingParams(max_new_tokens=2))  # warm-up: first-call allocations
     speculative.generate(ids[0], SamplingParams(max_new_tokens=4), speculation=spec)
     report = SpeedReport(len(ids), 0, 0.0, 0.0, 0, 0, True, options.num_draft)
+    vocab = getattr(draft, "draft_vocab", None)
+    allowed = set(vocab.tolist()) if vocab is not None else None
+    covered = 0
     for prompt in ids:
         start = time.perf_counter()
         base = plain.generate(prompt, params)
@@ -300,6 +311,8 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
         report.drafted += fast.timings.drafted
         report.accepted += fast.timings.accepted
         report.identical = report.identical and base.tokens == fast.tokens
+        covered += len(base.tokens) if allowed is None else sum(t in allowed for t in base.tokens)
+    report.coverage = covered / report.new_tokens if report.new_tokens else 1.0
     return report
 
 
@@ -337,11 +350,13 @@ def build_draft(
         ServeError: speculative greedy output differed from the target's (it never should).
     """
     from tunelab.compress.prune import decoder_layers
+    from tunelab.infer.drafting import DraftRuntime, prepare_draft
     from tunelab.presets import preset_path
     from tunelab.train.loop import train
     from tunelab.utils.fsio import atomic_folder, check_writable
 
     options = options or DraftOptions()
+    DraftRuntime([], options.quantize, options.num_draft, options.min_confidence)  # refuse bad values before the work
     out = Path(out)
     check_writable(out, overwrite)
     clock: dict[str, float] = {}
@@ -364,7 +379,8 @@ def build_draft(
     )
     answers = target_answers(model, tokenizer, train_prompts, options, log)
     lap("generate")
-    log(f"target answered {len(answers)} prompts ({sum(n for _, n in answers)} tokens) in {clock['generate']:.0f} s")
+    n_tokens = sum(len(t) for _, t in answers)
+    log(f"target answered {len(answers)} prompts ({n_tokens} tokens) in {clock['generate']:.0f} s")
     pairs = [(p, a) for p, (a, _) in zip(train_prompts, answers, strict=True) if a.strip()]
     if len(pairs) < 2:
         raise DataError(f"the target gave {len(pairs)} non-empty answers.\n  fix: pass more --prompts or --gen-tokens")
@@ -391,6 +407,10 @@ def build_draft(
         draft = result.model.eval()
         draft.config.use_cache = True  # training turned it off; a saved draft generates with its cache
         _save(draft, tokenizer, tmp)
+        draft_params = _params(draft)
+        runtime = draft_runtime([t for _, t in answers], tokenizer, model, options)
+        runtime.save(tmp)
+        draft = prepare_draft(draft, runtime)
         speed = measure_speed(model, draft, tokenizer, eval_prompts, options)
         lap("measure")
         report = DraftReport(
@@ -401,9 +421,10 @@ def build_draft(
             dropped_layers=dropped,
             layer_scores=[round(s, 6) for s in scores],
             target_params=_params(model),
-            draft_params=_params(draft),
+            draft_params=draft_params,
             train_prompts=len(pairs),
-            generated_tokens=sum(n for _, n in answers),
+            generated_tokens=n_tokens,
+            runtime={**{k: v for k, v in asdict(runtime).items() if k != "vocab"}, "head_tokens": len(runtime.vocab)},
             distill={"steps": result.steps, "wall_s": round(result.wall_s, 1), "val": result.val},
             speed=speed,
             stage_s=clock,
@@ -416,6 +437,21 @@ def build_draft(
             "  fix: this is a bug (the greedy acceptance rule keeps only the target's argmax); please report it"
         )
     return report
+
+
+def draft_runtime(answers: Sequence[Sequence[int]], tokenizer, model, options: DraftOptions) -> DraftRuntime:
+    """How the draft runs: its head keeps the ``head_tokens`` most frequent tokens of the target's answers
+    (and every end-of-turn id), its weights quantized per ``quantize``, drafting per ``num_draft`` and
+    ``min_confidence``."""
+    from tunelab.infer.decode import eos_token_ids
+    from tunelab.infer.drafting import DraftRuntime, frequent_tokens
+
+    vocab = (
+        frequent_tokens(answers, options.head_tokens, eos_token_ids(model, tokenizer)) if options.head_tokens else []
+    )
+    if len(vocab) >= model.get_output_embeddings().weight.shape[0]:
+        vocab = []  # as large as the full head: keep it
+    return DraftRuntime(vocab, options.quantize, options.num_draft, options.min_confidence)
 
 
 def _params(model) -> int:

@@ -112,15 +112,13 @@ def load_engine(
     compile: bool = False,
 ) -> Engine:
     """Load ``target`` (+ adapters, + an optional draft model) into a ready :class:`Engine`."""
-    from tunelab.config import ModelArgs
-    from tunelab.models.load import load_model
-
     model, tokenizer, served = _load_base(target, device)
     model = attach_adapters(model, adapters or {}, served)
     draft_model = None
-    if draft is not None:
-        draft_model, _ = load_model(ModelArgs(name=draft), device=device)
-        draft_model.eval()
+    if draft is not None:  # a tunelab draft folder runs as it was measured (restricted head, int8: its recipe)
+        from tunelab.infer.drafting import load_draft
+
+        draft_model = load_draft(draft, device)
     cache = PrefixCache(max_entries=cache_entries) if cache_entries > 0 else None
     return Engine(model, tokenizer, served, prefix_cache=cache, draft_model=draft_model, speculation=speculation,
                   static_cache=static_cache, compile=compile)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from tunelab.errors import ServeError
 from tunelab.infer.cache import KVState
-from tunelab.infer.sampling import next_token_probs
+from tunelab.infer.sampling import next_token_probs, process_logits
 from tunelab.infer.types import SamplingParams, Speculation
 
 
@@ -49,22 +49,52 @@ class Drafter(Protocol):
 
 
 class ModelDrafter:
-    """Drafts with a smaller causal LM that shares the target's tokenizer."""
+    """Drafts with a smaller causal LM that shares the target's tokenizer.
 
-    def __init__(self, model, use_cache: bool = True):
+    A draft prepared by :func:`tunelab.infer.drafting.prepare_draft` may score only part of the
+    vocabulary (``model.draft_vocab`` maps its logits to token ids) and may stop early: with
+    ``min_confidence`` > 0 it drafts no token its own probability puts below that (a dynamic draft
+    length, as in Mamou et al., 2024, arXiv:2405.04304), since on a CPU a verify pass costs about
+    the same for 2 or 8 tokens while each drafted token costs a draft step.
+    """
+
+    def __init__(self, model, use_cache: bool = True, min_confidence: float | None = None):
         self.state = KVState(model, use_cache=use_cache)
+        self.vocab: Tensor | None = getattr(model, "draft_vocab", None)
+        runtime = getattr(model, "draft_runtime", None)
+        default = runtime.min_confidence if runtime is not None else 0.0
+        self.min_confidence = default if min_confidence is None else min_confidence
 
     def propose(self, tokens: Sequence[int], k: int, params: SamplingParams, generator) -> Draft:
         seq = list(tokens)
         drafted: list[int] = []
         probs: list[Tensor] = []
         for _ in range(k):
-            q = next_token_probs(self.state.logits(seq)[-1], params, seq)
-            token = int(q.argmax()) if params.greedy else int(torch.multinomial(q, 1, generator=generator))
+            logits = self.state.logits(seq)[-1]
+            if params.greedy:  # no distribution needed: the argmax (and its probability if gated)
+                if self.vocab is None:
+                    logits = process_logits(logits, params, seq)  # the repetition penalty, as the target
+                best = int(logits.argmax())
+                if self.min_confidence > 0 and float(logits.softmax(-1)[best]) < self.min_confidence:
+                    break
+                token = best if self.vocab is None else int(self.vocab[best])
+            else:
+                if self.vocab is not None:  # q over the full vocabulary, zero outside the draft's head
+                    logits = logits.new_full((self.vocab_size(logits),), float("-inf")).index_copy(
+                        0, self.vocab, logits
+                    )
+                q = next_token_probs(logits, params, seq)
+                if self.min_confidence > 0 and float(q.max()) < self.min_confidence:
+                    break
+                token = int(torch.multinomial(q, 1, generator=generator))
+                probs.append(q)
             drafted.append(token)
-            probs.append(q)
             seq.append(token)
         return Draft(drafted, None if params.greedy else probs)
+
+    def vocab_size(self, logits: Tensor) -> int:
+        embeddings = self.state.model.get_input_embeddings()
+        return int(embeddings.weight.shape[0]) if embeddings is not None else int(self.vocab.max()) + 1
 
 
 def lookup_ngram(tokens: Sequence[int], k: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
