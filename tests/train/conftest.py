@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,23 +29,26 @@ def sft_file(tmp_path_factory):
     return path
 
 
+def tiny_overrides(data_path: Path, output_dir: Path) -> list[str]:
+    """The deterministic base of the training tests: tiny, fp32, no dropout, a fixed learning rate."""
+    return [
+        "model.name=tiny",
+        f"data.path={data_path}",
+        "data.max_length=64",
+        "adapter.dropout=0.0",
+        "training.precision=fp32",
+        "training.learning_rate=0.01",
+        f"output_dir={output_dir}",
+    ]
+
+
 @pytest.fixture()
 def make_config(sft_file, tmp_path):
     """Build a RunConfig on tiny with fp32, no dropout and small steps; overrides as key=value."""
 
     def build(*overrides: str) -> RunConfig:
-        base = [
-            "model.name=tiny",
-            f"data.path={sft_file}",
-            "data.max_length=64",
-            "adapter.dropout=0.0",
-            "training.precision=fp32",
-            "training.max_steps=6",
-            "training.micro_batch_size=4",
-            "training.learning_rate=0.01",
-            "training.lr_scheduler=constant",
-            f"output_dir={tmp_path / 'runs'}",
-        ]
+        base = tiny_overrides(sft_file, tmp_path / "runs")
+        base += ["training.max_steps=6", "training.micro_batch_size=4", "training.lr_scheduler=constant"]
         return load_config(None, base + list(overrides))
 
     return build

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.train.conftest import tiny_overrides
 from tunelab.config import save_config
 from tunelab.errors import ConfigError
 from tunelab.train import distributed
@@ -80,15 +81,9 @@ def runs(sft_file, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ddp")
     base = [
-        "model.name=tiny",
-        f"data.path={sft_file}",
-        "data.max_length=64",
-        "adapter.dropout=0.0",
-        "training.precision=fp32",
+        *tiny_overrides(sft_file, root / "runs"),
         "training.device=cpu",  # gloo, also on a GPU machine (bench/gpu_check.sh runs nccl)
-        "training.learning_rate=0.01",
         "training.trackers=[tensorboard]",  # closed after the last barrier (it leaves the process group)
-        f"output_dir={root / 'runs'}",
         *STEPS,
     ]
     one = train(load_config(None, [*base, "name=one", "training.micro_batch_size=4"]))
