@@ -1,4 +1,4 @@
-"""``tunelab prune MODEL_OR_RUN|CONFIG.yaml --method depth|width|magnitude ... --calib FILE --recover R --out DIR``."""
+"""``tunelab prune MODEL_OR_RUN|CONFIG.yaml --method depth|width|depth+width|magnitude ... --calib FILE --out DIR``."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     def prune_cmd(
         ctx: typer.Context,
         source: str = typer.Argument(..., help="Model name/folder, run folder (merged first), or a prune YAML."),
-        method: str = typer.Option(None, "--method", help="depth | width | magnitude (default depth)."),
+        method: str = typer.Option(None, "--method", help="depth | width | depth+width | magnitude (default depth)."),
         drop_layers: int = typer.Option(None, "--drop-layers", help="depth: number of layers to drop."),
         layers: str = typer.Option(None, "--layers", help="depth: exact layer indices to drop, e.g. 3,5."),
         keep: float = typer.Option(None, "--keep", help="width: MLP channels kept, fraction or count."),

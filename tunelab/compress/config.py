@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tunelab.config import AdapterArgs, DataArgs, ModelArgs, Section, TrainArgs, apply_overrides
 from tunelab.errors import ConfigError
 
-PruneMethod = Literal["depth", "width", "magnitude"]
+PruneMethod = Literal["depth", "width", "depth+width", "magnitude"]
 Recovery = Literal["lora", "distill", "none"]
 
 
@@ -28,9 +28,12 @@ class PruneArgs(Section):
     method: PruneMethod = Field(
         "depth",
         description="depth: drop whole decoder layers (lowest angular distance); width: drop MLP channels (lowest "
-        "activation contribution); magnitude: zero the smallest weights (masks: shrinks neither file nor decode time).",
+        "activation contribution); depth+width: drop layers, then narrow the MLPs of the rest (scored again); "
+        "magnitude: zero the smallest weights (masks: shrinks neither file nor decode time).",
     )
-    drop_layers: int | None = Field(None, ge=1, description="depth: how many layers to drop (the lowest-scoring).")
+    drop_layers: int | None = Field(
+        None, ge=1, description="depth, depth+width: how many layers to drop (the lowest-scoring)."
+    )
     layers: list[int] | None = Field(None, description="depth: drop exactly these layer indices instead of scoring.")
     keep: float = Field(
         0.75, gt=0, description="width: MLP channels kept per layer, a fraction (0, 1] or a count; rounded to 32."
@@ -43,9 +46,9 @@ class PruneArgs(Section):
 
     def check(self) -> None:
         """Refuse a prune that cannot run, before any model loads."""
-        if self.method == "depth" and self.drop_layers is None and not self.layers:
+        if self.method in ("depth", "depth+width") and self.drop_layers is None and not self.layers:
             raise ConfigError(
-                "prune.method depth needs prune.drop_layers (a count) or prune.layers (indices).\n"
+                f"prune.method {self.method} needs prune.drop_layers (a count) or prune.layers (indices).\n"
                 "  fix: pass --drop-layers N (the N lowest-scoring layers go) or --layers 3,5"
             )
 

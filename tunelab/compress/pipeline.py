@@ -109,21 +109,24 @@ def load_source(config: PruneConfig) -> tuple[Any, Any]:
 def apply_prune(model: Any, config: PruneConfig, data: CalibrationSet) -> dict[str, Any]:
     """Prune ``model`` in place as ``config.prune`` says; returns what was removed (for the report)."""
     args = config.prune
-    if args.method == "depth":
+    removed: dict[str, Any] = {}
+    if args.method in ("depth", "depth+width"):
         from tunelab.compress.prune import drop_layers, layer_scores, lowest
 
         scores = layer_scores(model, data.batches())
         drop = sorted(args.layers) if args.layers else lowest(scores, args.drop_layers)
         drop_layers(model, drop)
-        return {"layers_before": len(scores), "dropped_layers": drop, "layer_scores": [round(s, 6) for s in scores]}
-    if args.method == "width":
+        removed = {"layers_before": len(scores), "dropped_layers": drop, "layer_scores": [round(s, 6) for s in scores]}
+    if args.method in ("width", "depth+width"):  # after a depth prune, the channels are scored in the shorter model
         from tunelab.compress.prune import text_config
         from tunelab.compress.width import channel_importance, channels_to_keep, kept_width, prune_channels
 
         before = text_config(model).intermediate_size
         keep = kept_width(before, args.keep)
         prune_channels(model, channels_to_keep(channel_importance(model, data.batches()), keep))
-        return {"intermediate_size_before": before, "intermediate_size": keep}
+        removed.update(intermediate_size_before=before, intermediate_size=keep)
+    if removed:
+        return removed
     from tunelab.compress.magnitude import apply_masks, magnitude_masks
 
     masks = magnitude_masks(model, args.sparsity, args.scope)
@@ -261,8 +264,9 @@ def prune(config: PruneConfig, *, overwrite: bool = False, log: Callable[[str], 
 
 
 def _describe(removed: dict[str, Any]) -> str:
+    parts = []
     if "dropped_layers" in removed:
-        return f"dropped layers {removed['dropped_layers']} of {removed['layers_before']}"
+        parts.append(f"dropped layers {removed['dropped_layers']} of {removed['layers_before']}")
     if "intermediate_size" in removed:
-        return f"MLP channels {removed['intermediate_size_before']} → {removed['intermediate_size']} per layer"
-    return f"{removed['sparsity']:.0%} of decoder linear weights zeroed ({removed['scope']})"
+        parts.append(f"MLP channels {removed['intermediate_size_before']} → {removed['intermediate_size']} per layer")
+    return "; ".join(parts) or f"{removed['sparsity']:.0%} of decoder linear weights zeroed ({removed['scope']})"

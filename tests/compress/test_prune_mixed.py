@@ -1,0 +1,70 @@
+"""``tunelab prune --method depth+width`` and ``--recover-minutes`` on tiny."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunelab.cli.main import main
+from tunelab.compress.calib import load_calibration, perplexity
+from tunelab.compress.config import load_prune_config
+from tunelab.compress.prune import decoder_layers, drop_layers, layer_scores, lowest
+from tunelab.compress.width import channel_importance, channels_to_keep, prune_channels
+from tunelab.errors import ConfigError
+
+DATA = Path(__file__).resolve().parents[2] / "examples" / "data" / "quickstart.jsonl"
+COMMON = ["--calib", str(DATA), "--validation-split", "0.2", "--max-length", "128"]
+
+
+def run_prune(out: Path, *args: str) -> dict:
+    assert main(["prune", "tiny", *args, *COMMON, "--out", str(out)]) == 0
+    return json.loads((out / "prune.json").read_text())
+
+
+def test_depth_then_width_equals_the_two_prunes_in_turn(tmp_path, tiny_model, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    report = run_prune(
+        tmp_path / "mix", "--method", "depth+width", "--drop-layers", "1", "--keep", "0.5", "--recover", "none"
+    )
+    removed = report["removed"]
+    assert len(removed["dropped_layers"]) == 1 and removed["intermediate_size"] == 96
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "mix" / "model", dtype=torch.float32).eval()
+    assert loaded.config.num_hidden_layers == 3 and loaded.config.intermediate_size == 96
+    # by hand: the lowest-scoring layer goes, then channels are scored in the 3-layer model
+    config = load_prune_config(None, [f"data.path={DATA}", "data.validation_split=0.2", "data.max_length=128"])
+    data = load_calibration(config.data, tiny_tokenizer, config.prune.calib_rows)
+    model = tiny_model.eval()
+    assert lowest(layer_scores(model, data.batches()), 1) == removed["dropped_layers"]
+    drop_layers(model, removed["dropped_layers"])
+    prune_channels(model, channels_to_keep(channel_importance(model, data.batches()), 96))
+    for mine, theirs in zip(decoder_layers(model), decoder_layers(loaded), strict=True):
+        assert torch.equal(mine.mlp.down_proj.weight, theirs.mlp.down_proj.weight)
+    assert report["stages"][1]["perplexity"] == pytest.approx(perplexity(model, data), rel=1e-5)
+    assert report["stages"][1]["params"] == loaded.num_parameters()
+
+
+def test_depth_width_needs_a_layer_count():
+    with pytest.raises(ConfigError, match="depth\\+width needs prune.drop_layers"):
+        load_prune_config(None, ["prune.method=depth+width"]).prune.check()
+
+
+def test_recover_minutes_stops_the_recovery_and_is_reported(tmp_path):
+    # a 6 ms budget is spent while the recovery run loads: no step starts, the model is still saved
+    report = run_prune(
+        tmp_path / "budget",
+        "--method",
+        "depth",
+        "--drop-layers",
+        "1",
+        "--recover-steps",
+        "50",
+        "--recover-minutes",
+        "0.0001",
+    )
+    recovery = report["recovery"]
+    assert recovery["steps"] == 0 and recovery["max_steps"] == 50 and recovery["max_minutes"] == 0.0001
+    assert (tmp_path / "budget" / "model" / "config.json").is_file()
