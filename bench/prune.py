@@ -116,64 +116,127 @@ def decode_seconds(model, ids: torch.Tensor, tokens: int) -> float:
     return time.perf_counter() - start
 
 
+def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> float:
+    """llama.cpp: one decode step per token of ``continuation`` after the prompt (KV cache, batch 1).
+
+    The tokens are fed, not sampled, so every variant decodes the same sequence for its full length
+    (a decode step costs the same whichever token it is: one row through every weight)."""
+    llm.reset()
+    llm.eval(prompt)
+    start = time.perf_counter()
+    for token in continuation:
+        llm.eval([token])
+    return time.perf_counter() - start
+
+
+def open_gguf(model, tokenizer, folder: Path):
+    """The model as an f16 GGUF (tunelab's exporter, as ``tunelab export --format gguf``), opened in llama.cpp."""
+    from tunelab.export.gguf_export import write_gguf
+    from tunelab.infer.llamacpp import open_llama
+    from tunelab.models.merge import MergedRun, eos_token_ids
+
+    path = folder / "model-f16.gguf"
+    write_gguf(MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config)), path, "f16", "x")
+    return open_llama(path, n_ctx=512), path.stat().st_size
+
+
 def file_bytes(model, folder: Path) -> int:
     model.save_pretrained(folder, safe_serialization=True)
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
-def sizes(args, base, tokenizer, data) -> list[dict]:
-    """Depth, width and magnitude variants of ``base`` vs ``base``: params, file size, decode time, perplexity."""
-    n_layers = base.config.num_hidden_layers
-    variants = {"base": base}
-    depth = copy.deepcopy(base)
-    drop = lowest(layer_scores(depth, data.batches()), args.drop_layers)
-    variants[f"depth -{args.drop_layers} layers {drop}"] = drop_layers(depth, drop)
-    width = copy.deepcopy(base)
-    keep = kept_width(base.config.intermediate_size, args.keep)
-    variants[f"width MLP {base.config.intermediate_size}->{keep}"] = prune_channels(
-        width, channels_to_keep(channel_importance(width, data.batches()), keep)
-    )
-    magnitude = copy.deepcopy(base)
-    variants["magnitude 50% zeros"] = apply_masks(magnitude, magnitude_masks(magnitude, 0.5, "global"))
-    print(f"{n_layers} layers; variants: {list(variants)}", flush=True)
+def structured(model, data, drop: int, keep: int | None) -> tuple[object, list[int]]:
+    """Drop the ``drop`` lowest-scoring layers, then narrow every remaining MLP to ``keep`` channels (in place)."""
+    dropped = lowest(layer_scores(model, data.batches()), drop) if drop else []
+    if dropped:
+        drop_layers(model, dropped)
+    if keep and keep < model.config.intermediate_size:
+        prune_channels(model, channels_to_keep(channel_importance(model, data.batches()), keep))
+    return model, dropped
 
+
+def variants_of(args, base, data) -> dict[str, object]:
+    """The unpruned model and its depth, width, mixed and magnitude prunes (each a deep copy)."""
+    width = base.config.intermediate_size
+    out = {"base": base}
+    depth, dropped = structured(copy.deepcopy(base), data, args.drop_layers, None)
+    out[f"depth -{args.drop_layers} layers {dropped}"] = depth
+    keep = kept_width(width, args.keep)
+    out[f"width MLP {width}->{keep}"] = structured(copy.deepcopy(base), data, 0, keep)[0]
+    for spec in args.mix:
+        drop, keep = (int(x) for x in spec.split(","))
+        mixed, dropped = structured(copy.deepcopy(base), data, drop, keep)
+        out[f"mix -{drop} layers {dropped} + MLP {width}->{keep}"] = mixed
+    magnitude = copy.deepcopy(base)
+    out["magnitude 50% zeros"] = apply_masks(magnitude, magnitude_masks(magnitude, 0.5, "global"))
+    return out
+
+
+def sizes(args, base, tokenizer, data) -> list[dict]:
+    """Depth, width, mixed and magnitude variants of ``base`` vs ``base``: params, file size, decode time
+    (transformers and llama.cpp), perplexity."""
+    variants = variants_of(args, base, data)
+    print(f"{base.config.num_hidden_layers} layers; variants: {list(variants)}", flush=True)
+    folders = {name: args.results / "prune-sizes" / name.split()[0] for name in variants}
+    files = {name: file_bytes(model, folders[name]) for name, model in variants.items()}
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    continuation = base.generate(
+        ids, do_sample=False, max_new_tokens=args.decode_tokens, min_new_tokens=args.decode_tokens, pad_token_id=0
+    )[0, ids.shape[1] :].tolist()
+    llamas = {}
+    if not args.no_llama:
+        for name, model in variants.items():
+            llamas[name], _ = open_gguf(model, tokenizer, folders[name])
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for model in variants.values():  # warm-up
+    llama_times: dict[str, list[float]] = {name: [] for name in llamas}
+    for name, model in variants.items():  # warm-up
         decode_seconds(model.eval(), ids, 4)
+        if name in llamas:
+            llama_decode_seconds(llamas[name], ids[0].tolist(), continuation[:4])
     for _ in range(args.reps):  # interleaved: the machine's load hits every variant alike
         for name, model in variants.items():
             times[name].append(decode_seconds(model, ids, args.decode_tokens))
+            if name in llamas:
+                llama_times[name].append(llama_decode_seconds(llamas[name], ids[0].tolist(), continuation))
     rows = []
     base_row = None
     for name, model in variants.items():
         row = {
             "variant": name,
             "params": int(model.num_parameters()),
-            "file_bytes": file_bytes(model, RESULTS / "prune-sizes" / name.split()[0]),
+            "file_bytes": files[name],
             "decode_s": statistics.median(times[name]),
+            "decode_s_all": times[name],
             "perplexity": perplexity(model, data),
         }
+        keys = ["params", "file_bytes", "decode_s", "perplexity"]
+        if name in llamas:
+            row["llama_decode_s"] = statistics.median(llama_times[name])
+            row["llama_decode_s_all"] = llama_times[name]
+            keys.append("llama_decode_s")
         base_row = base_row or row
-        for key in ("params", "file_bytes", "decode_s", "perplexity"):
+        for key in keys:
             row[f"{key}_ratio"] = row[key] / base_row[key]
         shrink = 1 - row["params_ratio"]
-        row["file_per_param"] = (1 - row["file_bytes_ratio"]) / shrink if shrink > 0 else None
-        row["time_per_param"] = (1 - row["decode_s_ratio"]) / shrink if shrink > 0 else None
+        for key, label in (("file_bytes", "file"), ("decode_s", "time"), ("llama_decode_s", "llama_time")):
+            if key in row:
+                row[f"{label}_per_param"] = (1 - row[f"{key}_ratio"]) / shrink if shrink > 0 else None
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
 def recover(args, corpus_path: Path) -> dict:
+    """``tunelab prune`` itself with a recovery run, stopped by its time budget (``--recover-minutes``)."""
     from tunelab.compress.config import load_prune_config
     from tunelab.compress.pipeline import prune
 
     flags = [
-        f"model.name={MODEL}",
+        f"model.name={args.model}",
         f"prune.method={args.method}",
         f"prune.drop_layers={args.drop_layers}",
         f"prune.keep={args.keep}",
+        f"prune.calib_rows={args.calib_rows}",
         f"data.path={corpus_path}",
         "data.validation_split=0.1",
         f"data.max_length={args.max_length}",
@@ -182,27 +245,40 @@ def recover(args, corpus_path: Path) -> dict:
         f"recover.training.max_steps={args.recover_steps}",
         f"recover.training.learning_rate={args.lr}",
         f"recover.training.micro_batch_size={args.batch}",
-        "recover.training.warmup_steps=5",
+        f"recover.training.warmup_steps={args.warmup}",
         "recover.training.eval_every=0",
         "recover.training.precision=auto",
-        f"out={RESULTS / f'prune-{args.method}-{args.recover}'}",
+        f"out={args.results / f'prune-{args.method}-{args.recover}'}",
     ]
+    if args.recover_minutes:
+        flags.append(f"recover.training.max_minutes={args.recover_minutes}")
+    if args.recover == "distill":
+        flags += [f"recover.method_args.loss={args.loss}", f"recover.method_args.alpha={args.alpha}"]
     start = time.perf_counter()
     report = prune(load_prune_config(None, flags), overwrite=True)
     out = {
         "method": args.method,
+        "drop_layers": args.drop_layers if "depth" in args.method else None,
+        "keep": args.keep if "width" in args.method else None,
         "recover": args.recover,
         "adapter": args.recover_adapter,
-        "steps": args.recover_steps,
+        "loss": args.loss,
+        "alpha": args.alpha,
+        "lr": args.lr,
+        "batch": args.batch,
+        "max_length": args.max_length,
+        "recover_minutes": args.recover_minutes,
         "wall_s": time.perf_counter() - start,
         "stages": [vars(s) for s in report.stages],
         "recovery": report.recovery,
-        "removed": report.removed,
+        "removed": {k: v for k, v in report.removed.items() if k != "layer_scores"},
     }
     base = report.stages[0].perplexity
     for s in report.stages:
         print(f"{s.name:>10}: params {s.params:,}  perplexity {s.perplexity:.3f}  ({s.perplexity / base:.3f}x base)")
-    print(f"recovery wall time: {report.recovery['wall_s'] if report.recovery else 0:.0f} s", flush=True)
+    if report.recovery:
+        r = report.recovery
+        print(f"recovery: {r['steps']} steps, wall time {r['wall_s']:.0f} s (the run, loading to save)", flush=True)
     return out
 
 
@@ -211,28 +287,44 @@ def main() -> None:
     parser.add_argument("--part", choices=["sizes", "recover", "both"], default="both")
     parser.add_argument("--drop-layers", type=int, default=8, help="depth: layers dropped (8 of 30 = ~21%% params)")
     parser.add_argument("--keep", type=float, default=0.66, help="width: MLP channels kept (1536 -> 1024: ~20%%)")
-    parser.add_argument("--corpus-rows", type=int, default=192, help="prompts answered by the model (10%% held out)")
+    parser.add_argument(
+        "--mix", action="append", default=[], help="sizes: also DROP,KEEP (layers dropped, then MLP channels kept)"
+    )
+    parser.add_argument("--corpus-rows", type=int, default=604, help="prompts answered by the model (10%% held out)")
+    parser.add_argument("--answer-tokens", type=int, default=128, help="longest sampled answer, in tokens")
+    parser.add_argument("--calib-rows", type=int, default=100000, help="calibration rows that score (default all)")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--method", choices=["depth", "width"], default="width", help="recover part: the prune")
+    parser.add_argument("--no-llama", action="store_true", help="sizes: skip the llama.cpp decode column")
+    parser.add_argument("--method", choices=["depth", "width", "depth+width"], default="width", help="recover: prune")
     parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
     parser.add_argument("--recover-adapter", choices=["full", "lora"], default="full")
-    parser.add_argument("--recover-steps", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--recover-steps", type=int, default=100000, help="step cap (the time budget stops first)")
+    parser.add_argument("--recover-minutes", type=float, default=28.0, help="time budget of the recovery run")
+    parser.add_argument("--loss", choices=["forward_kl", "reverse_kl", "jsd"], default="forward_kl")
+    parser.add_argument("--alpha", type=float, default=0.0, help="distill: weight of the SFT loss")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--model", default=MODEL, help="a smoke run on tiny: --model tiny --results /tmp/x")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    model, tokenizer = load_model(ModelArgs(name=MODEL, dtype="fp32"), device="cpu")
+    model, tokenizer = load_model(ModelArgs(name=args.model, dtype="fp32"), device="cpu")
     model.eval()
-    corpus_path = corpus(model, tokenizer, RESULTS / "prune_corpus.jsonl", args.corpus_rows)
+    corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}.jsonl"
+    corpus_path = corpus(model, tokenizer, corpus_file, args.corpus_rows, max_new_tokens=args.answer_tokens)
     data = load_calibration(
-        DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length), tokenizer, max_rows=64
+        DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length),
+        tokenizer,
+        max_rows=args.calib_rows,
     )
     print(f"corpus {corpus_path}: {len(data.calibration)} calibration rows, {len(data.held_out)} held-out", flush=True)
-    results_file = RESULTS / "prune.json"
+    results_file = args.results / "prune.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results["threads"] = torch.get_num_threads()
+    results["corpus"] = {"file": corpus_path.name, "calibration": len(data.calibration), "held_out": len(data.held_out)}
     if args.part in ("sizes", "both"):
         results["sizes"] = sizes(args, model, tokenizer, data)
         results_file.write_text(json.dumps(results, indent=2))
