@@ -166,7 +166,8 @@ def variants_of(args, base, data) -> dict[str, object]:
     for spec in args.mix:
         drop, keep = (int(x) for x in spec.split(","))
         mixed, dropped = structured(copy.deepcopy(base), data, drop, keep)
-        out[f"mix -{drop} layers {dropped} + MLP {width}->{keep}"] = mixed
+        name = f"mix -{drop} layers {dropped} + MLP {width}->{keep}" if drop else f"width MLP {width}->{keep}"
+        out[name] = mixed
     magnitude = copy.deepcopy(base)
     out["magnitude 50% zeros"] = apply_masks(magnitude, magnitude_masks(magnitude, 0.5, "global"))
     return out
@@ -177,7 +178,7 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
     (transformers and llama.cpp), perplexity."""
     variants = variants_of(args, base, data)
     print(f"{base.config.num_hidden_layers} layers; variants: {list(variants)}", flush=True)
-    folders = {name: args.results / "prune-sizes" / name.split()[0] for name in variants}
+    folders = {name: args.results / "prune-sizes" / f"{i}-{name.split()[0]}" for i, name in enumerate(variants)}
     files = {name: file_bytes(model, folders[name]) for name, model in variants.items()}
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     continuation = base.generate(
