@@ -14,6 +14,7 @@ import torch
 
 from tunelab.errors import ConfigError
 from tunelab.infer import Generator, SamplingParams, Speculation
+from tunelab.infer.cache import KVState
 from tunelab.infer.drafting import (
     DraftRuntime,
     coverage,
@@ -22,6 +23,7 @@ from tunelab.infer.drafting import (
     prepare_draft,
     restrict_head,
 )
+from tunelab.infer.lean import LeanState
 from tunelab.infer.speculative import ModelDrafter
 
 N = 12
@@ -133,8 +135,10 @@ def test_runtime_recipe_round_trips_and_is_checked(tmp_path, draft_lm, tiny_toke
     assert DraftRuntime.read(tmp_path) == DraftRuntime([0, 5, 9], "int8", 5, 0.25)
     loaded = load_draft(tmp_path)
     assert loaded.draft_vocab.tolist() == [0, 5, 9] and loaded.draft_runtime.min_confidence == 0.25
-    assert ModelDrafter(loaded).min_confidence == 0.25
-    assert isinstance(loaded.lm_head, torch.ao.nn.quantized.dynamic.Linear)
+    drafter = ModelDrafter(loaded)  # runs on the lean state, int8, as the recipe says
+    assert drafter.min_confidence == 0.25 and isinstance(drafter.state, LeanState)
+    assert isinstance(drafter.state.head, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(ModelDrafter(plain).state, KVState)  # a plain model drafts through transformers
     with pytest.raises(ConfigError, match="quantize 'int4'"):
         DraftRuntime(quantize="int4")
     (tmp_path / "draft_runtime.json").write_text('{"vocab": [1], "bogus": 2}')

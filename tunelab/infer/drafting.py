@@ -127,18 +127,27 @@ def quantize_int8(model):
 
 
 def prepare_draft(model, runtime: DraftRuntime | None):
-    """Apply ``runtime`` (head restriction, then quantization) to an eval-mode draft; returns the model."""
+    """Apply ``runtime`` to an eval-mode draft: restrict its head and attach the recipe, which the drafter
+    reads (:func:`draft_state`: the lean runner, int8); returns the model."""
     if runtime is None:
         return model
     model = model.eval()
+    if runtime.quantize == "int8" and next(model.parameters()).device.type != "cpu":
+        raise ConfigError("draft quantize int8 runs on the CPU only.\n  fix: serve the draft with --device cpu")
     if runtime.vocab:
         restrict_head(model, runtime.vocab)
-    if runtime.quantize == "int8":
-        if next(model.parameters()).device.type != "cpu":
-            raise ConfigError("draft quantize int8 runs on the CPU only.\n  fix: serve the draft with --device cpu")
-        model = quantize_int8(model)
     model.draft_runtime = runtime
     return model
+
+
+def draft_state(model):
+    """The decode state a drafter runs ``model`` with: a draft prepared by :func:`prepare_draft` runs on
+    :mod:`tunelab.infer.lean` (int8 if its recipe says so); any other model on transformers (``KVState``)."""
+    from tunelab.infer.cache import KVState
+    from tunelab.infer.lean import lean_state
+
+    runtime = getattr(model, "draft_runtime", None)
+    return KVState(model) if runtime is None else lean_state(model, runtime.quantize)
 
 
 def load_draft(folder: str | Path, device: str = "auto"):

@@ -51,16 +51,20 @@ class Drafter(Protocol):
 class ModelDrafter:
     """Drafts with a smaller causal LM that shares the target's tokenizer.
 
-    A draft prepared by :func:`tunelab.infer.drafting.prepare_draft` may score only part of the
-    vocabulary (``model.draft_vocab`` maps its logits to token ids) and may stop early: with
+    A draft prepared by :func:`tunelab.infer.drafting.prepare_draft` runs on the lean decode state
+    (:mod:`tunelab.infer.lean`, optionally int8), may score only part of the vocabulary
+    (``model.draft_vocab`` maps its logits to token ids) and may stop early: with
     ``min_confidence`` > 0 it drafts no token its own probability puts below that (a dynamic draft
     length, as in Mamou et al., 2024, arXiv:2405.04304), since on a CPU a verify pass costs about
     the same for 2 or 8 tokens while each drafted token costs a draft step.
     """
 
     def __init__(self, model, use_cache: bool = True, min_confidence: float | None = None):
-        self.state = KVState(model, use_cache=use_cache)
+        from tunelab.infer.drafting import draft_state
+
+        self.state = draft_state(model) if use_cache else KVState(model, use_cache=False)
         self.vocab: Tensor | None = getattr(model, "draft_vocab", None)
+        self.full_vocab = model.get_input_embeddings().weight.shape[0]  # the target's (same tokenizer)
         runtime = getattr(model, "draft_runtime", None)
         default = runtime.min_confidence if runtime is not None else 0.0
         self.min_confidence = default if min_confidence is None else min_confidence
@@ -80,9 +84,7 @@ class ModelDrafter:
                 token = best if self.vocab is None else int(self.vocab[best])
             else:
                 if self.vocab is not None:  # q over the full vocabulary, zero outside the draft's head
-                    logits = logits.new_full((self.vocab_size(logits),), float("-inf")).index_copy(
-                        0, self.vocab, logits
-                    )
+                    logits = logits.new_full((self.full_vocab,), float("-inf")).index_copy(0, self.vocab, logits)
                 q = next_token_probs(logits, params, seq)
                 if self.min_confidence > 0 and float(q.max()) < self.min_confidence:
                     break
@@ -91,10 +93,6 @@ class ModelDrafter:
             drafted.append(token)
             seq.append(token)
         return Draft(drafted, None if params.greedy else probs)
-
-    def vocab_size(self, logits: Tensor) -> int:
-        embeddings = self.state.model.get_input_embeddings()
-        return int(embeddings.weight.shape[0]) if embeddings is not None else int(self.vocab.max()) + 1
 
 
 def lookup_ngram(tokens: Sequence[int], k: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
