@@ -247,7 +247,7 @@ def recover(args, corpus_path: Path) -> dict:
         f"recover.training.learning_rate={args.lr}",
         f"recover.training.micro_batch_size={args.batch}",
         f"recover.training.warmup_steps={args.warmup}",
-        "recover.training.eval_every=0",
+        f"recover.training.eval_every={args.eval_every}",
         "recover.training.precision=auto",
         f"out={args.results / f'prune-{args.method}-{args.recover}'}",
     ]
@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.0, help="distill: weight of the SFT loss")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=0, help="recover: held-out perplexity every N steps")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--model", default=MODEL, help="a smoke run on tiny: --model tiny --results /tmp/x")
