@@ -147,6 +147,11 @@ class TrainArgs(Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm (null = no clipping).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    group_by_length: bool = Field(
+        False,
+        description="Batch rows of similar length together (seeded mega-batches sorted by length): less padding "
+        "when data.packing is off.",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="Autocast dtype; master weights stay fp32. 'auto' = chosen by a measured probe: bf16 (or fp16) "

@@ -94,6 +94,20 @@ class Method:
             return [int(ids.shape[-1])] * int(ids.shape[0])
         return []
 
+    def item_length(self, item: Any) -> int:
+        """Tokens one training item takes in a padded batch (``training.group_by_length`` sorts by it).
+
+        Default: a row's ``input_ids``; a pair's prompt + its longer completion (chosen and
+        rejected are padded to one width); a prompt + completion; a wrapper's ``row``.
+        """
+        if hasattr(item, "row"):
+            return self.item_length(item.row)
+        if hasattr(item, "input_ids"):
+            return len(item.input_ids)
+        if hasattr(item, "chosen_ids"):
+            return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))
+        return len(item.prompt_ids) + len(getattr(item, "completion_ids", ()))
+
     def frozen_forward_lengths(self, batch: Batch) -> list[int]:
         """Examples of ``batch`` that ``loss`` also ran through a forward without gradients
         (a reference model evaluated on the fly); counted in the step's model FLOPs."""

@@ -53,7 +53,7 @@ from tunelab.train.flops import FlopsModel, mfu
 from tunelab.train.metrics import MetricsLog, plot_curves, tracker_config
 from tunelab.train.optim import TimeBudget, build_optimizer, build_scheduler
 from tunelab.train.progress import StepProgress
-from tunelab.train.sampler import ResumableSampler
+from tunelab.train.sampler import LengthGroupedSampler, ResumableSampler
 from tunelab.utils.log import console
 
 
@@ -272,6 +272,14 @@ def _preflight(config: RunConfig, device: str, force: bool) -> None:
     check_fits(config, free_bytes=free, device_name=device, force=force)
 
 
+def _sampler(method: Method, items, args, ranks: Ranks) -> ResumableSampler:
+    """The seeded data order; length-grouped batches with ``training.group_by_length``."""
+    if args.group_by_length:
+        lengths = [method.item_length(item) for item in items]
+        return LengthGroupedSampler(lengths, args.seed, args.micro_batch_size, rank=ranks.rank, world=ranks.world)
+    return ResumableSampler(len(items), args.seed, rank=ranks.rank, world=ranks.world)
+
+
 def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> RunResult:
     """Train ``config`` to the end (or resume it) and save the adapter/model in the run folder.
 
@@ -289,7 +297,7 @@ def train(config: RunConfig, *, resume: bool = False, force: bool = False) -> Ru
     distributed.configure_engine(accelerator, args.micro_batch_size, args.gradient_accumulation)
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP2 swaps in sharded (DTensor) parameters
-    sampler = ResumableSampler(len(datasets.train), args.seed, rank=ranks.rank, world=ranks.world)
+    sampler = _sampler(method, datasets.train, args, ranks)
     state = TrainState(
         step=0, optimizer={}, scheduler={}, sampler={}, method={}, bad_in_a_row=0, bad_total=0, tokens_seen=0, rng={}
     )

@@ -1,7 +1,12 @@
-"""A seeded, resumable sampler: the data position is two integers (epoch, index)."""
+"""Seeded, resumable samplers: the data position is two integers (epoch, index).
+
+:class:`ResumableSampler` walks a seeded permutation per epoch; :class:`LengthGroupedSampler`
+reorders that permutation so that the rows of one batch have similar lengths (less padding).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -65,3 +70,47 @@ class ResumableSampler:
     def load_state_dict(self, state: dict) -> None:
         self.state = SamplerState(**state)
         self._order = None
+
+
+class LengthGroupedSampler(ResumableSampler):
+    """A :class:`ResumableSampler` whose batches hold rows of similar length (``training.group_by_length``).
+
+    Padding to the longest row of a micro-batch wastes compute on every shorter row: with
+    answers from a few words to hundreds of tokens, most of a random batch of 8 is padding.
+    As in the length-grouped sampler of transformers' Trainer, each epoch's seeded permutation
+    is cut into mega-batches of ``mega_batches`` global batches (``batch_size x world`` rows);
+    each mega-batch is sorted by length (longest first) and cut into global batches, and the
+    order of those batches is shuffled with the same generator. The randomness left is which
+    rows share a mega-batch and the batch order; the order still depends only on (seed, epoch),
+    so resume and the rank split (every rank takes its slice of the same global batch) work as
+    in the parent class. Batches stay aligned with the grouping while the dataset size is a
+    multiple of the global batch; otherwise a batch straddling an epoch boundary mixes lengths.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        seed: int,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        mega_batches: int = 50,
+    ):
+        super().__init__(len(lengths), seed, shuffle=True, rank=rank, world=world)
+        if batch_size < 1 or mega_batches < 1:
+            raise ValueError("batch_size and mega_batches must be >= 1")
+        self.lengths = list(lengths)
+        self.group = batch_size * world
+        self.mega = self.group * mega_batches
+
+    def _epoch_order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.state.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        out: list[int] = []
+        for start in range(0, self.size, self.mega):
+            ranked = sorted(order[start : start + self.mega], key=lambda i: -self.lengths[i])  # stable
+            batches = [ranked[i : i + self.group] for i in range(0, len(ranked), self.group)]
+            for b in torch.randperm(len(batches), generator=g).tolist():
+                out += batches[b]
+        return out
