@@ -11,7 +11,10 @@ Columns:
 
 * ``tunelab``: its defaults without packing (one example per row, right-padded);
 * ``tunelab+packing`` (SFT): its default packing (position_ids restart per example, no
-  cross-example attention); for DPO, precomputed reference log-probs;
+  cross-example attention); for DPO, padding-free pairs and precomputed reference log-probs;
+* more tunelab columns add levers by name, joined with ``+``: ``grouped``
+  (``training.group_by_length``: batches of similar length), ``gc`` (gradient checkpointing),
+  e.g. ``tunelab+grouped``, ``tunelab+packing+gc``;
 * ``trl-defaults``: ``SFTTrainer`` / ``DPOTrainer`` defaults, changed only where this CPU
   requires it: fp32 (TRL defaults to bf16 autocast, which on an AVX2 CPU without AVX-512 BF16
   runs training matmuls ~4x slower than fp32: the precision probe measured fp32 12.7, bf16
@@ -26,7 +29,9 @@ matter) and the last step's.
 
 Run: ``python bench/train_vs_trl.py [--method sft|dpo|both] [--steps 8] [--micro-batch 8]
 [--max-length 512] [--columns tunelab,trl-defaults,...]``; add ``--threads N`` to pin torch's
-threads. Results also go to ``--out`` as JSON (one file per column).
+threads. Results also go to ``--out`` as JSON (one file per column). A column stopped by
+``--column-timeout`` reports the optimizer steps it finished (both sides write each step as it
+ends), marked "k/N steps" in the table.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 COLUMNS = ("tunelab", "tunelab+packing", "trl-defaults", "trl-best")
+#: tunelab column levers (``tunelab+<lever>+...``) -> config overrides
+LEVERS = {
+    "packing": [],  # data.packing, set below (DPO: also the precomputed reference)
+    "grouped": ["training.group_by_length=true"],
+    "gc": ["training.gradient_checkpointing=true"],
+}
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 LR, MAX_GRAD_NORM, SEED = 2e-4, 1.0, 42
 
@@ -54,7 +67,11 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
     from tunelab.config import load_config
     from tunelab.train.loop import train
 
-    packing = column == "tunelab+packing"  # SFT: packed rows; DPO: padding-free pairs (+ precomputed reference)
+    levers = column.split("+")[1:]
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        raise SystemExit(f"unknown tunelab lever(s) {unknown} in column {column!r}; known: {', '.join(LEVERS)}")
+    packing = "packing" in levers  # SFT: packed rows; DPO: padding-free pairs (+ precomputed reference)
     overrides = [
         f"method={a.method}",
         "model.name=smollm2-135m-instruct",
@@ -77,12 +94,20 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
         "training.save_every=0",
         f"training.seed={SEED}",
         f"output_dir={out / 'runs'}",
-        f"name={a.method}-{column}-{int(time.time())}",
+        f"name={a.method}-{column}",
+        *[o for lever in levers for o in LEVERS[lever]],
     ]
     if a.method == "dpo":
-        overrides += ["method_args.beta=0.1", f"method_args.precompute_reference={column == 'tunelab+packing'}".lower()]
+        overrides += ["method_args.beta=0.1", f"method_args.precompute_reference={packing}".lower()]
     result = train(load_config(None, overrides))
-    steps = [r for r in map(json.loads, Path(result.run_dir, "metrics.jsonl").read_text().splitlines()) if "mfu" in r]
+    return tunelab_steps(Path(result.run_dir), a)
+
+
+def tunelab_steps(run_dir: Path, a: argparse.Namespace) -> dict:
+    """The per-step record of a tunelab run from its metrics.jsonl (also of a run stopped midway)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    steps = [r for r in map(json.loads, lines) if "mfu" in r]
     seconds = [r["tokens"] / r["tokens_per_s"] for r in steps]
     return {
         "losses": [r["loss"] for r in steps],
@@ -112,8 +137,13 @@ class _Timer:
                 timer.step_s.append(now - timer.last)
                 timer.last = now
 
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if timer.on_step:  # after the step's loss is logged: the steps so far, for --column-timeout
+                    timer.on_step()
+
         self.step_s: list[float] = []
         self.last = 0.0
+        self.on_step = None
         self.callback = Callback()
 
 
@@ -208,16 +238,23 @@ def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict
             callbacks=[timer.callback],
         )
     trainer.data_collator = _counting(trainer.data_collator, counts, pairs=a.method == "dpo")
+
+    def record() -> dict:
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        n = min(len(losses), len(timer.step_s))
+        per_step = [counts[i * a.accumulation : (i + 1) * a.accumulation] for i in range(n)]
+        return {
+            "losses": losses[:n],
+            "step_s": timer.step_s[:n],
+            "tokens": [sum(c[0] for c in s) for s in per_step],
+            "pairs": [sum(c[1] for c in s) for s in per_step],
+            "trained": [sum(c[2] for c in s) for s in per_step],
+        }
+
+    partial = out / f"{a.method}-{column}.partial.json"
+    timer.on_step = lambda: partial.write_text(json.dumps(record()))
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    per_step = [counts[i * a.accumulation : (i + 1) * a.accumulation] for i in range(len(timer.step_s))]
-    return {
-        "losses": losses,
-        "step_s": timer.step_s,
-        "tokens": [sum(c[0] for c in s) for s in per_step],
-        "pairs": [sum(c[1] for c in s) for s in per_step],
-        "trained": [sum(c[2] for c in s) for s in per_step],
-    }
+    return record()
 
 
 def child(a: argparse.Namespace) -> None:
@@ -242,6 +279,8 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
     args += ["--max-length", str(a.max_length), "--precision", a.precision, "--out", a.out, "--threads", str(a.threads)]
     env = {**os.environ, "NO_COLOR": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.time()
+    (Path(a.out) / f"{method}-{column}.partial.json").unlink(missing_ok=True)
+    shutil.rmtree(Path(a.out) / "runs" / f"{method}-{column}", ignore_errors=True)  # an earlier run's folder
     proc = subprocess.Popen(args, env=env)
     while True:  # poll, so that a column past --column-timeout can be stopped
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -250,7 +289,10 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
         if a.column_timeout and time.time() - start > a.column_timeout:
             proc.kill()
             _, status, usage = os.wait4(proc.pid, 0)
-            return {"timed_out": time.time() - start, "peak_rss_gib": usage.ru_maxrss / 2**20}
+            stopped = {"timed_out": time.time() - start, "peak_rss_gib": usage.ru_maxrss / 2**20, "steps": a.steps}
+            stopped.update(partial_steps(a, method, column))
+            (Path(a.out) / f"{method}-{column}.result.json").write_text(json.dumps(stopped))
+            return stopped
         time.sleep(1.0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -261,9 +303,19 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
     return result
 
 
+def partial_steps(a: argparse.Namespace, method: str, column: str) -> dict:
+    """The steps a column stopped by --column-timeout had finished (empty when none)."""
+    if column.startswith("tunelab"):
+        steps = tunelab_steps(Path(a.out) / "runs" / f"{method}-{column}", a)
+        return steps if steps["losses"] else {}
+    path = Path(a.out) / f"{method}-{column}.partial.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def summary(method: str, r: dict) -> dict:
-    """Throughput over steps 2..N, mean and last loss (a column stopped by --column-timeout: none)."""
-    if "timed_out" in r:
+    """Throughput over steps 2..N, mean and last loss; a column stopped by --column-timeout: over
+    the steps it finished (none when it finished fewer than two)."""
+    if "timed_out" in r and len(r.get("step_s", [])) < 2:
         return {"timed_out": r["timed_out"], "peak": r["peak_rss_gib"]}
     timed = slice(1, None) if len(r["step_s"]) > 1 else slice(None)
     seconds = sum(r["step_s"][timed])
@@ -277,8 +329,9 @@ def summary(method: str, r: dict) -> dict:
         "mean_loss": sum(x * w for x, w in zip(r["losses"], weights, strict=True)) / sum(weights),
         "last_loss": r["losses"][-1],
         "tokens": sum(r["tokens"]),
-        "wall": r["wall_s"],
-        "mfu": sum(r["mfu"][timed]) / len(r["mfu"][timed]) if r.get("mfu") else None,
+        "wall": r.get("wall_s", r.get("timed_out")),
+        "done": None if "timed_out" not in r else f"{len(r['step_s'])}/{r['steps']}",
+        "mfu": statistics.mean(m) if (m := [x for x in r.get("mfu", [])[timed] if x is not None]) else None,
     }
 
 
@@ -292,24 +345,21 @@ def table(method: str, results: dict[str, dict]) -> str:
         cells = [fmt(s[c][key]) if s[c].get(key) is not None else "-" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
-    lines.append(
-        f"| {unit} | "
-        + " | ".join(
-            f"not done in {x['timed_out']:.0f} s"
-            if "timed_out" in x
-            else f"{x['speed']:.{3 if method == 'dpo' else 1}f}"
-            for x in s.values()
-        )
-        + " |"
-    )
+    def speed(x: dict) -> str:
+        if "speed" not in x:
+            return f"not done in {x['timed_out']:.0f} s"
+        done = f" ({x['done']} steps in {x['wall']:.0f} s)" if x["done"] else ""
+        return f"{x['speed']:.{3 if method == 'dpo' else 1}f}{done}"
+
+    lines.append(f"| {unit} | " + " | ".join(speed(x) for x in s.values()) + " |")
     row("peak RSS (GiB)", "peak", lambda v: f"{v:.2f}")
     row("mean train loss" + (" (per trained token)" if method == "sft" else ""), "mean_loss", lambda v: f"{v:.4f}")
     row("last step loss", "last_loss", lambda v: f"{v:.4f}")
     row("non-padding tokens (all steps)", "tokens", lambda v: f"{v}" if v else "-")
     row("MFU (tunelab, steps 2..N)", "mfu", lambda v: f"{100 * v:.1f}%")
     row("process wall s", "wall", lambda v: f"{v:.0f}")
-    for ours in ("tunelab", "tunelab+packing"):
-        for theirs in ("trl-defaults", "trl-best"):
+    for ours in [c for c in cols if c.startswith("tunelab")]:
+        for theirs in [c for c in cols if c.startswith("trl")]:
             if ours in s and theirs in s and "speed" in s[ours] and "speed" in s[theirs]:
                 lines.append(
                     f"\n{ours} / {theirs}: speed {s[ours]['speed'] / s[theirs]['speed']:.2f}x, "
