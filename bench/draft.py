@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--max-prompts", type=int, default=300)
     parser.add_argument("--gen-tokens", type=int, default=64)
-    parser.add_argument("--num-draft", type=int, default=3)
+    parser.add_argument("--num-draft", type=int, default=6)
+    parser.add_argument("--min-confidence", type=float, default=0.4)
+    parser.add_argument("--head-tokens", type=int, default=8192)
+    parser.add_argument("--quantize", default="int8")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
@@ -42,11 +45,14 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=12)
     parser.add_argument("--eval-tokens", type=int, default=64)
     parser.add_argument("--also-num-draft", type=int, nargs="*", default=[], help="re-measure with these k too")
+    parser.add_argument(
+        "--also-min-confidence", type=float, nargs="*", default=[], help="re-measure with these thresholds too"
+    )
     parser.add_argument("--costs-only", default=None, help="a saved draft folder: only time the forward passes")
     parser.add_argument("--out", default=None, help="keep the draft here (default: a temp dir, removed)")
     args = parser.parse_args()
     if args.costs_only:
-        costs = [forward_costs(args.target, Path(args.costs_only), k) for k in (2, 3, 4)]
+        costs = [forward_costs(args.target, Path(args.costs_only), k) for k in (2, 4, 6)]
         path = ROOT / "bench" / "results" / "draft-costs.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"load_average": os.getloadavg(), "costs": costs}, indent=2))
@@ -59,6 +65,9 @@ def main() -> None:
         max_prompts=args.max_prompts,
         gen_tokens=args.gen_tokens,
         num_draft=args.num_draft,
+        min_confidence=args.min_confidence,
+        head_tokens=args.head_tokens,
+        quantize=args.quantize,
         learning_rate=args.lr,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -72,7 +81,8 @@ def main() -> None:
         out = Path(args.out) if args.out else Path(tmp) / "draft"
         report = build_draft(args.target, out, options, overwrite=bool(args.out), log=lambda s: print(s, flush=True))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        other_k = [remeasure(args.target, out, options, k) for k in args.also_num_draft]
+        other_k = [remeasure(args.target, out, options, num_draft=k) for k in args.also_num_draft]
+        other_k += [remeasure(args.target, out, options, min_confidence=c) for c in args.also_min_confidence]
     result = {
         "command": "python bench/draft.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
@@ -95,7 +105,8 @@ def main() -> None:
     )
     for row in other_k:
         print(
-            f"num_draft {row['num_draft']}: acceptance {row['acceptance_rate']:.3f}; speedup {row['speedup']:.2f}x; "
+            f"num_draft {row['num_draft']}, min_confidence {row['min_confidence']}: "
+            f"acceptance {row['acceptance_rate']:.3f}; speedup {row['speedup']:.2f}x; "
             f"identical {row['identical']}"
         )
     print(f"wrote {path}")
@@ -103,33 +114,40 @@ def main() -> None:
 
 def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 15) -> dict:
     """What one speculative step costs on this machine, in target 1-token steps: a draft 1-token step
-    and a target verify pass over ``num_draft + 1`` tokens; and the speedup they allow when every
-    drafted token is accepted, ``(k + 1) / (k * draft + verify)``. The three are timed in turn in
-    each round (a busy machine slows them alike) and the medians are kept."""
+    (as served: its recipe's head, int8 and lean runner), a target verify pass over ``num_draft + 1``
+    tokens with the default head kernel and with the oneDNN head (:mod:`tunelab.infer.verify_head`);
+    and the speedup they allow when every drafted token is accepted, ``(k + 1) / (k * draft + verify)``.
+    All are timed in turn in each round (a busy machine slows them alike) and the medians kept."""
+    import copy
     import statistics
-
-    from transformers import AutoModelForCausalLM
 
     from tunelab.compress.draft import load_target, render
     from tunelab.infer.cache import KVState
+    from tunelab.infer.drafting import draft_state, load_draft
+    from tunelab.infer.verify_head import use_onednn_head
 
     model, tokenizer = load_target(target, "cpu")
-    draft = AutoModelForCausalLM.from_pretrained(draft_dir, dtype="float32").eval()
+    onednn = copy.deepcopy(model)
+    use_onednn_head(onednn)
     prompt = render(tokenizer, "Explain magnets in two sentences.")
-    jobs = {"target_step": (model, 1), "draft_step": (draft, 1), "verify": (model, num_draft + 1)}
-    states = {name: KVState(net) for name, (net, _) in jobs.items()}
-    for state in states.values():
+    states = {
+        "target_step": (KVState(model), 1),
+        "draft_step": (draft_state(load_draft(draft_dir, "cpu")), 1),
+        "verify": (KVState(model), num_draft + 1),
+        "verify_onednn_head": (KVState(onednn), num_draft + 1),
+    }
+    for state, _ in states.values():
         state.logits(prompt)
-    times: dict[str, list[float]] = {name: [] for name in jobs}
+    times: dict[str, list[float]] = {name: [] for name in states}
     for r in range(repeats):
-        for name, (_, width) in jobs.items():
+        for name, (state, width) in states.items():
             extra = [100 + (r * 7 + i) % 900 for i in range(width)]  # new tokens each round: no cache hit
             start = time.perf_counter()
-            states[name].logits(prompt + extra, last=width)  # the cache holds the prompt: only `extra` runs
+            state.logits(prompt + extra, last=width)  # the cache holds the prompt: only `extra` runs
             times[name].append(time.perf_counter() - start)
     step = statistics.median(times["target_step"])
-    costs = {name: statistics.median(times[name]) / step for name in ("draft_step", "verify")}
-    best = (num_draft + 1) / (num_draft * costs["draft_step"] + costs["verify"])
+    costs = {name: statistics.median(times[name]) / step for name in states if name != "target_step"}
+    best = (num_draft + 1) / (num_draft * costs["draft_step"] + costs["verify_onednn_head"])
     return {
         "num_draft": num_draft,
         "target_step_ms": round(step * 1000, 1),
@@ -138,20 +156,28 @@ def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 1
     }
 
 
-def remeasure(target: str, out: Path, options: DraftOptions, num_draft: int) -> dict:
-    """The saved draft measured again with another number of drafted tokens per step."""
+def remeasure(target: str, out: Path, options: DraftOptions, **changes) -> dict:
+    """The saved draft (as served: its recipe) measured again with other ``num_draft`` / ``min_confidence``."""
     from dataclasses import asdict, replace
 
-    from transformers import AutoModelForCausalLM
-
     from tunelab.compress.draft import DEFAULT_PROMPTS, load_target, measure_speed, read_prompts, split_prompts
+    from tunelab.infer.drafting import load_draft
     from tunelab.presets import preset_path
 
+    options = replace(options, **changes)
     model, tokenizer = load_target(target, "cpu")
-    draft = AutoModelForCausalLM.from_pretrained(out, dtype="float32").eval()
+    draft = load_draft(out, "cpu")
+    draft.draft_runtime = replace(
+        draft.draft_runtime, num_draft=options.num_draft, min_confidence=options.min_confidence
+    )
     _, held_out = split_prompts(read_prompts(options.prompts or preset_path(DEFAULT_PROMPTS)), options)
-    speed = measure_speed(model, draft, tokenizer, held_out, replace(options, num_draft=num_draft))
-    return {**asdict(speed), "acceptance_rate": speed.acceptance_rate, "speedup": speed.speedup}
+    speed = measure_speed(model, draft, tokenizer, held_out, options)
+    return {
+        **asdict(speed),
+        "min_confidence": options.min_confidence,
+        "acceptance_rate": speed.acceptance_rate,
+        "speedup": speed.speedup,
+    }
 
 
 if __name__ == "__main__":

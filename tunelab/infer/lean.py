@@ -47,6 +47,27 @@ def _fuse(*linears: nn.Module) -> nn.Linear:
     return fused
 
 
+def _fused_blocks(model, quantize: str) -> tuple[nn.ModuleList, nn.Module]:
+    """``(layers, head)``: each decoder layer's linears fused (q/k/v, gate/up), int8 if asked."""
+    blocks = nn.ModuleDict({"head": model.get_output_embeddings(), "layers": nn.ModuleList()})
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        fused = {
+            "qkv": _fuse(attn.q_proj, attn.k_proj, attn.v_proj),
+            "o": _fuse(attn.o_proj),
+            "gate_up": _fuse(mlp.gate_proj, mlp.up_proj),
+            "down": _fuse(mlp.down_proj),
+        }
+        blocks["layers"].append(nn.ModuleDict(fused))
+    if quantize == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # deprecated in favour of torchao, still shipped with torch
+            warnings.simplefilter("ignore")
+            blocks = quantize_dynamic(blocks, {nn.Linear}, dtype=torch.qint8)
+    return blocks["layers"], blocks["head"]
+
+
 class LeanState:
     """A draft's KV cache and forward pass without transformers' per-call overhead (Llama family).
 
@@ -67,27 +88,14 @@ class LeanState:
         self.embed = base.embed_tokens.weight.detach()
         self.norm = base.norm.weight.detach()
         self.rotary = base.rotary_emb
-        blocks = nn.ModuleDict({"head": model.get_output_embeddings(), "layers": nn.ModuleList()})
-        self.norms: list[tuple[Tensor, Tensor]] = []
-        for layer in base.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            block = nn.ModuleDict(
-                {
-                    "qkv": _fuse(attn.q_proj, attn.k_proj, attn.v_proj),
-                    "o": _fuse(attn.o_proj),
-                    "gate_up": _fuse(mlp.gate_proj, mlp.up_proj),
-                    "down": _fuse(mlp.down_proj),
-                }
-            )
-            blocks["layers"].append(block)
-            self.norms.append((layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()))
-        if quantize == "int8":
-            from torch.ao.quantization import quantize_dynamic
-
-            with warnings.catch_warnings():  # deprecated in favour of torchao, still shipped with torch
-                warnings.simplefilter("ignore")
-                blocks = quantize_dynamic(blocks, {nn.Linear}, dtype=torch.qint8)
-        self.blocks, self.head = blocks["layers"], blocks["head"]
+        self.norms = [
+            (x.input_layernorm.weight.detach(), x.post_attention_layernorm.weight.detach()) for x in base.layers
+        ]
+        built = model.__dict__.setdefault("_tunelab_lean", {})  # fused (and quantized) once per model, not per request
+        key = (quantize, id(model.get_output_embeddings()))
+        if key not in built:
+            built[key] = _fused_blocks(model, quantize)
+        self.blocks, self.head = built[key]
         self.tokens: list[int] = []
         self.forward_passes = 0
         self.device = self.embed.device
