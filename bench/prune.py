@@ -62,7 +62,7 @@ def prompts() -> list[str]:
     return list(seen)
 
 
-def corpus(model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int = 64, batch: int = 32) -> Path:
+def corpus(model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int = 64, batch: int = 64) -> Path:
     """Message rows: ``rows_wanted`` prompts (a seeded sample) with answers sampled from ``model`` (written once)."""
     import random
 
