@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--max-prompts", type=int, default=300)
     parser.add_argument("--gen-tokens", type=int, default=64)
+    parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--num-draft", type=int, default=6)
     parser.add_argument("--min-confidence", type=float, default=0.4)
     parser.add_argument("--head-tokens", type=int, default=8192)
@@ -64,6 +65,7 @@ def main() -> None:
         steps=args.steps,
         max_prompts=args.max_prompts,
         gen_tokens=args.gen_tokens,
+        gen_batch=args.gen_batch,
         num_draft=args.num_draft,
         min_confidence=args.min_confidence,
         head_tokens=args.head_tokens,
