@@ -39,8 +39,16 @@ MAX_CONTEXT = 8192
 INSTALL_HINT = 'pip install "llama-cpp-python>=0.3.36" (or pip install -e ".[llama]"; builds from source, ~6 min)'
 
 
-def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None):
-    """``llama_cpp.Llama`` on ``path`` (no logits kept per position: decoding only needs the last)."""
+def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_attn: bool = True):
+    """``llama_cpp.Llama`` on ``path`` (no logits kept per position: decoding only needs the last).
+
+    Flash attention is on, as in llama.cpp's own tools (their default, ``auto``, turns it on for a
+    CPU; llama-cpp-python turns it off unless asked): attention becomes one fused op per layer
+    instead of six (scores, mask + softmax, weighted sum, permutes), which on a 135M model is
+    ~8–13% of each decode step (``bench/generate.py``). It accumulates in llama.cpp's f16 like the
+    rest of the f16 model, so it breaks f16 near-ties its own way: on 30 chat prompts its greedy
+    tokens equal transformers' fp32 ones as often as without it (see ``bench/README.md``).
+    """
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -51,7 +59,14 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None):
 
     threads = n_threads or torch.get_num_threads()
     try:  # the prompt's threads too (llama-cpp-python's default is every core, which spins against a busy machine)
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+        return Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=flash_attn,
+            verbose=False,
+        )
     except ValueError as err:
         raise ModelError(
             f"llama.cpp could not load {path}: {err}.\n  fix: check the file with "
