@@ -45,6 +45,7 @@ from tunelab.models.load import load_model
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MODEL = "smollm2-135m-instruct"
+START = time.perf_counter()
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -227,6 +228,26 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
     return rows
 
 
+def pick(args, base, data) -> list[dict]:
+    """Held-out perplexity before recovery of each ``--pick DROP,KEEP`` prune; sets ``args`` to the lowest one's."""
+    rows = []
+    for spec in args.pick:
+        drop, keep = (int(x) for x in spec.split(","))
+        model = structured(copy.deepcopy(base), data, drop, keep)[0]
+        row = {"drop_layers": drop, "keep": keep, "params_ratio": model.num_parameters() / base.num_parameters()}
+        row["perplexity"] = perplexity(model, data)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del model
+    best = min(rows, key=lambda r: r["perplexity"])
+    args.method = {(True, True): "depth+width", (True, False): "depth", (False, True): "width"}[
+        (best["drop_layers"] > 0, best["keep"] < base.config.intermediate_size)
+    ]
+    args.drop_layers, args.keep = best["drop_layers"] or args.drop_layers, float(best["keep"])
+    print(f"picked: --method {args.method} --drop-layers {args.drop_layers} --keep {args.keep:g}", flush=True)
+    return rows
+
+
 def recover(args, corpus_path: Path) -> dict:
     """``tunelab prune`` itself with a recovery run, stopped by its time budget (``--recover-minutes``)."""
     from tunelab.compress.config import load_prune_config
@@ -309,6 +330,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="recover: held-out perplexity every N steps")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument(
+        "--pick", action="append", default=[], help="recover: DROP,KEEP candidates; the lowest perplexity is recovered"
+    )
+    parser.add_argument("--hold-minutes", type=float, default=0, help="recover: cap the budget to end by then")
     parser.add_argument("--model", default=MODEL, help="a smoke run on tiny: --model tiny --results /tmp/x")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -331,8 +356,12 @@ def main() -> None:
         results["sizes"] = sizes(args, model, tokenizer, data)
         results_file.write_text(json.dumps(results, indent=2))
     if args.part in ("recover", "both"):
+        picked = pick(args, model, data) if args.pick else None
         del model
-        results.setdefault("recover", []).append(recover(args, corpus_path))
+        if args.hold_minutes:  # the lock this run holds: the recovery gets what is left of it (at most its budget)
+            left = args.hold_minutes - (time.perf_counter() - START) / 60 - 4  # scoring, 3 perplexities, save
+            args.recover_minutes = round(max(1.0, min(args.recover_minutes, left)), 1)
+        results.setdefault("recover", []).append({**recover(args, corpus_path), "picked_from": picked})
         results_file.write_text(json.dumps(results, indent=2))
     print(f"results: {results_file}")
 
