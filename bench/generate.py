@@ -9,7 +9,8 @@ row of the group, all measured in this run, one request at a time):
   warm-up request, not timed; its seconds are in the note); then the serving engines behind
   ``tunelab serve --engine``: llama.cpp on the f16 and q8_0 GGUF files tunelab exports from the
   same weights (when llama-cpp-python is installed; the f16 file also with flash attention off,
-  llama-cpp-python's default, to show what the engine's setting is worth), vLLM on the merged
+  llama-cpp-python's default, to show what the engine's setting is worth; and llama-cpp-python's
+  own ``generate`` on the engine's ``Llama``, to show what tunelab's wrapper costs), vLLM on the merged
   folder (when vllm is installed and a CUDA device is present);
 * extraction: tunelab with cache vs + prompt-lookup drafting, on a request the model answers by
   copying the prompt and on one it answers by paraphrasing (where drafting can only cost);
@@ -121,6 +122,23 @@ def engine_row(backend, model_id: str, prompt, n, name, ref, note="") -> Row:
     return Row("plain", name, t.new_tokens, t.total, t.time_to_first_token, result.tokens == ref[: t.new_tokens], note)
 
 
+def bare_llama_row(llm, prompt, n, ref) -> Row:
+    """llama-cpp-python's own ``Llama.generate`` on the engine's ``Llama`` (greedy = top-k 1): the same
+    decode without tunelab's wrapper (sampler chain, detokenizer, stop strings), prompt prefilled in full."""
+    llm.reset()  # n_tokens = 0: generate() finds no cached prefix to reuse
+    tokens: list[int] = []
+    start = time.perf_counter()
+    ttft = 0.0
+    for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        ttft = ttft or time.perf_counter() - start
+        tokens.append(int(token))
+        if len(tokens) == n:
+            break
+    seconds = time.perf_counter() - start
+    return Row("plain", "llama-cpp-python generate, same f16 Llama", len(tokens), seconds, ttft,
+               tokens == ref[: len(tokens)], "no tunelab wrapper")
+
+
 Measure = Callable[[], Row]
 
 
@@ -146,6 +164,8 @@ def llama_cpp_engines(merged, prompt: list[int], n: int, ref: list[int], tmp: Pa
         name = f"llama.cpp, tunelab GGUF {quant}" + ("" if flash else ", flash attention off")
         note = f"{llm.n_threads} threads"
         measures.append(partial(engine_row, engine, "bundled", prompt, n, name, ref, note))
+        if quant == "f16" and flash:  # what the engine's wrapper costs: the same Llama without it
+            measures.append(partial(bare_llama_row, llm, prompt, n, ref))
     return measures
 
 
