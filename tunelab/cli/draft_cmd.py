@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         learning_rate: float = typer.Option(5e-4, "--lr", help="Distillation learning rate."),
         num_draft: int = typer.Option(6, "--num-draft", help="Most tokens drafted per target forward."),
         min_confidence: float = typer.Option(
-            0.5,
+            0.4,
             "--min-confidence",
             help="Stop drafting at a token the draft gives less probability (0: always --num-draft).",
         ),
