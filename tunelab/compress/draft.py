@@ -15,10 +15,13 @@ identical to the target alone, only faster when the draft is cheap and usually r
 Steps (:func:`build_draft`): (1) the target answers the training prompts greedily (batched);
 (2) its layers are scored by angular distance on those prompts + answers and the least useful
 ones dropped (:mod:`tunelab.compress.prune`); (3) the pruned model is distilled from the target on
-the answers through the one training loop (``method: distill``, top-k teacher cache); (4) on
-held-out prompts of the same set, plain greedy decoding and greedy speculative decoding with the
-draft are timed one after the other, their outputs compared token for token, and the acceptance
-rate (accepted / drafted tokens) reported.
+the answers through the one training loop (``method: distill``, top-k teacher cache); (4) its
+run-time recipe is saved (:mod:`tunelab.infer.drafting`: an output head of the target's most
+frequent answer tokens, int8 weights, confidence-gated drafting on the lean runner), because on a
+CPU a draft step must cost a small fraction of a target step; (5) on held-out prompts of the same
+set, plain greedy decoding and greedy speculative decoding with the draft as served are timed one
+after the other, their outputs compared token for token, and the acceptance rate (accepted /
+drafted tokens) reported.
 
 Checked by: ``tests/compress/test_draft.py`` (end to end on tiny: identical outputs, acceptance
 counted as the verifier accepts); numbers on the bundled model from ``bench/draft.py``.
