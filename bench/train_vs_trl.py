@@ -103,11 +103,32 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
     return tunelab_steps(Path(result.run_dir), a)
 
 
+def _cpu_clock(out: Path) -> None:
+    """Record the process CPU time (all threads) at the start of tunelab's steps and after each step
+    into ``out``: a machine shared with other jobs stretches wall time, CPU time much less."""
+    import tunelab.train.loop as loop
+
+    marks: list[float] = []
+    run_steps, after_step = loop._run_steps, loop._after_step
+
+    def timed_run(ctx):
+        marks.append(time.process_time())
+        return run_steps(ctx)
+
+    def timed_after(ctx, record):
+        marks.append(time.process_time())
+        out.write_text(json.dumps([b - a for a, b in zip(marks, marks[1:], strict=False)]))
+        after_step(ctx, record)
+
+    loop._run_steps, loop._after_step = timed_run, timed_after
+
+
 def tunelab_steps(run_dir: Path, a: argparse.Namespace) -> dict:
     """The per-step record of a tunelab run from its metrics.jsonl (also of a run stopped midway)."""
-    path = run_dir / "metrics.jsonl"
+    path, cpu = run_dir / "metrics.jsonl", run_dir.parent / f"{run_dir.name}.cpu.json"
     lines = path.read_text().splitlines() if path.is_file() else []
     steps = [r for r in map(json.loads, lines) if "mfu" in r]
+    cpu_s = json.loads(cpu.read_text()) if cpu.is_file() else []
     seconds = [r["tokens"] / r["tokens_per_s"] for r in steps]
     return {
         "losses": [r["loss"] for r in steps],
@@ -116,6 +137,7 @@ def tunelab_steps(run_dir: Path, a: argparse.Namespace) -> dict:
         "pairs": [a.micro_batch * a.accumulation] * len(steps),
         "trained": [r.get("trained_tokens", 0) for r in steps],  # exact with accumulation 1
         "mfu": [r["mfu"] for r in steps],
+        "cpu_s": cpu_s[: len(steps)],
     }
 
 
@@ -130,19 +152,21 @@ class _Timer:
 
         class Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
-                timer.last = time.perf_counter()
+                timer.last, timer.last_cpu = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kwargs):
-                now = time.perf_counter()
+                now, cpu = time.perf_counter(), time.process_time()
                 timer.step_s.append(now - timer.last)
-                timer.last = now
+                timer.cpu_s.append(cpu - timer.last_cpu)
+                timer.last, timer.last_cpu = now, cpu
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if timer.on_step:  # after the step's loss is logged: the steps so far, for --column-timeout
                     timer.on_step()
 
         self.step_s: list[float] = []
-        self.last = 0.0
+        self.cpu_s: list[float] = []  # process CPU time (all threads) of each step
+        self.last = self.last_cpu = 0.0
         self.on_step = None
         self.callback = Callback()
 
@@ -246,6 +270,7 @@ def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict
         return {
             "losses": losses[:n],
             "step_s": timer.step_s[:n],
+            "cpu_s": timer.cpu_s[:n],
             "tokens": [sum(c[0] for c in s) for s in per_step],
             "pairs": [sum(c[1] for c in s) for s in per_step],
             "trained": [sum(c[2] for c in s) for s in per_step],
@@ -265,6 +290,9 @@ def child(a: argparse.Namespace) -> None:
     out = Path(a.out)
     data = out / "data" / ("sft.jsonl" if a.method == "sft" else "dpo.jsonl")
     run = tunelab_child if a.child.startswith("tunelab") else trl_child
+    if run is tunelab_child:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        _cpu_clock(out / "runs" / f"{a.method}-{a.child}.cpu.json")
     result = run(a, a.child, data, out)
     (out / f"{a.method}-{a.child}.json").write_text(json.dumps(result))
 
@@ -281,6 +309,7 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
     start = time.time()
     (Path(a.out) / f"{method}-{column}.partial.json").unlink(missing_ok=True)
     shutil.rmtree(Path(a.out) / "runs" / f"{method}-{column}", ignore_errors=True)  # an earlier run's folder
+    (Path(a.out) / "runs" / f"{method}-{column}.cpu.json").unlink(missing_ok=True)
     proc = subprocess.Popen(args, env=env)
     while True:  # poll, so that a column past --column-timeout can be stopped
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -320,11 +349,13 @@ def summary(method: str, r: dict) -> dict:
     timed = slice(1, None) if len(r["step_s"]) > 1 else slice(None)
     seconds = sum(r["step_s"][timed])
     amount = sum(r["tokens" if method == "sft" else "pairs"][timed])
+    cpu = sum(r.get("cpu_s", [])[timed])
     # SFT: each step's loss is a mean over its trained tokens, so the run's mean NLL per trained
     # token weights the steps by them; DPO steps all hold the same number of pairs.
     weights = r["trained"] if method == "sft" and all(r["trained"]) else [1] * len(r["losses"])
     return {
         "speed": amount / seconds,
+        "cpu_speed": amount / cpu if cpu else None,
         "peak": r["peak_rss_gib"],
         "mean_loss": sum(x * w for x, w in zip(r["losses"], weights, strict=True)) / sum(weights),
         "last_loss": r["losses"][-1],
@@ -352,6 +383,7 @@ def table(method: str, results: dict[str, dict]) -> str:
         return f"{x['speed']:.{3 if method == 'dpo' else 1}f}{done}"
 
     lines.append(f"| {unit} | " + " | ".join(speed(x) for x in s.values()) + " |")
+    row(f"{unit.split('/')[0]} per CPU-second", "cpu_speed", lambda v: f"{v:.{3 if method == 'dpo' else 1}f}")
     row("peak RSS (GiB)", "peak", lambda v: f"{v:.2f}")
     row("mean train loss" + (" (per trained token)" if method == "sft" else ""), "mean_loss", lambda v: f"{v:.4f}")
     row("last step loss", "last_loss", lambda v: f"{v:.4f}")
@@ -361,9 +393,11 @@ def table(method: str, results: dict[str, dict]) -> str:
     for ours in [c for c in cols if c.startswith("tunelab")]:
         for theirs in [c for c in cols if c.startswith("trl")]:
             if ours in s and theirs in s and "speed" in s[ours] and "speed" in s[theirs]:
+                cpu = [s[c].get("cpu_speed") for c in (ours, theirs)]
                 lines.append(
-                    f"\n{ours} / {theirs}: speed {s[ours]['speed'] / s[theirs]['speed']:.2f}x, "
-                    f"peak RSS {s[ours]['peak'] / s[theirs]['peak']:.2f}x"
+                    f"\n{ours} / {theirs}: speed {s[ours]['speed'] / s[theirs]['speed']:.2f}x"
+                    + (f" (per CPU-second {cpu[0] / cpu[1]:.2f}x)" if all(cpu) else "")
+                    + f", peak RSS {s[ours]['peak'] / s[theirs]['peak']:.2f}x"
                 )
     return "\n".join(lines)
 
