@@ -51,7 +51,19 @@ def main() -> None:
     )
     parser.add_argument("--costs-only", default=None, help="a saved draft folder: only time the forward passes")
     parser.add_argument("--out", default=None, help="keep the draft here (default: a temp dir, removed)")
+    parser.add_argument(
+        "--levers", action="store_true", help="only time each cost lever on untrained depth-pruned drafts (no build)"
+    )
     args = parser.parse_args()
+    if args.levers:
+        levers = lever_costs(args.target)
+        path = ROOT / "bench" / "results" / "draft-levers.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(levers, indent=2))
+        for name, value in levers["relative_cost"].items():
+            print(f"{name:28s} {value:.3f}")
+        print(f"target step {levers['target_step_ms']} ms; load average {levers['load_average']}; wrote {path}")
+        return
     if args.costs_only:
         costs = [forward_costs(args.target, Path(args.costs_only), k) for k in (2, 4, 6)]
         path = ROOT / "bench" / "results" / "draft-costs.json"
@@ -155,6 +167,59 @@ def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 1
         "target_step_ms": round(step * 1000, 1),
         "relative_cost": costs,
         "speedup_if_all_accepted": best,
+    }
+
+
+def lever_costs(target: str, repeats: int = 12) -> dict:
+    """Each cost lever alone, in target 1-token steps (medians of rounds that time every variant in turn):
+    the verify pass over 3, 5, 7 tokens with the default head kernel and the oneDNN head; a draft step of
+    the first 4, 6, 8 layers through transformers (fp32, full head) and through the lean runner (fp32 or
+    int8, full head or the 8,192 most frequent tokens). Costs do not depend on training: the drafts are
+    untrained copies."""
+    import copy
+    import statistics
+
+    from tunelab.compress.draft import load_target, render
+    from tunelab.compress.prune import drop_layers
+    from tunelab.infer.cache import KVState
+    from tunelab.infer.drafting import restrict_head
+    from tunelab.infer.lean import LeanState
+    from tunelab.infer.verify_head import use_onednn_head
+
+    model, tokenizer = load_target(target, "cpu")
+    onednn = copy.deepcopy(model)
+    use_onednn_head(onednn)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    prompt = render(tokenizer, "Explain magnets in two sentences.") + [i % vocab for i in range(1000, 1060)]
+    jobs: dict[str, tuple] = {"target_step": (KVState(model), 1)}
+    for n in (3, 5, 7):
+        jobs[f"verify_{n}"] = (KVState(model), n)
+        jobs[f"verify_{n}_onednn_head"] = (KVState(onednn), n)
+    total = len(model.model.layers)
+    for layers in [n for n in (4, 6, 8) if n < total] or [1]:  # (1 for a smoke run on tiny)
+        draft = drop_layers(copy.deepcopy(model), list(range(layers, total)))
+        small = restrict_head(copy.deepcopy(draft), range(min(8192, vocab)))
+        jobs[f"draft{layers}_transformers_fp32"] = (KVState(draft), 1)
+        jobs[f"draft{layers}_lean_fp32"] = (LeanState(draft), 1)
+        jobs[f"draft{layers}_lean_fp32_head8k"] = (LeanState(small), 1)
+        jobs[f"draft{layers}_lean_int8"] = (LeanState(draft, "int8"), 1)
+        jobs[f"draft{layers}_lean_int8_head8k"] = (LeanState(small, "int8"), 1)
+    for state, _ in jobs.values():
+        state.logits(prompt)
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for r in range(repeats):
+        for name, (state, width) in jobs.items():
+            extra = [(100 + (r * 7 + i) % 900) % vocab for i in range(width)]
+            start = time.perf_counter()
+            state.logits(prompt + extra, last=width)
+            times[name].append(time.perf_counter() - start)
+    step = statistics.median(times["target_step"])
+    return {
+        "command": f"python bench/draft.py --levers --target {target}",
+        "target_step_ms": round(step * 1000, 1),
+        "relative_cost": {k: round(statistics.median(v) / step, 4) for k, v in times.items() if k != "target_step"},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "torch_threads": __import__("torch").get_num_threads(),
     }
 
 
