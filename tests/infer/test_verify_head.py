@@ -21,6 +21,9 @@ def test_head_kernel_rows_and_weights(lm):
     x = torch.randn(1, 7, weight.shape[1])
     assert torch.equal(head(x[:, :1]), F.linear(x[:, :1], weight))  # one row: the default kernel
     assert torch.allclose(head(x), F.linear(x, weight), atol=1e-5)  # 7 rows: oneDNN, same up to rounding
+    clone = copy.deepcopy(model)  # a patched model still copies; the copy runs on its own weights
+    assert clone.get_output_embeddings().forward.__self__ is clone.get_output_embeddings()
+    assert torch.allclose(clone.get_output_embeddings()(x), F.linear(x, weight), atol=1e-5)
     big = torch.randn(MAX_ROWS + 1, weight.shape[1])
     assert torch.equal(head(big), F.linear(big, weight))  # larger products keep the default
     with torch.no_grad():
@@ -34,9 +37,12 @@ def test_not_applied_to_other_heads(lm):
     assert not available(model) and not use_onednn_head(model)
 
 
-def test_speculation_through_the_onednn_head_is_token_identical(lm, draft_lm, tiny_tokenizer, prompts):
-    plain = Generator(copy.deepcopy(lm), tiny_tokenizer)
-    spec = Generator(copy.deepcopy(lm), tiny_tokenizer, draft_model=draft_lm)
+def test_speculation_through_the_onednn_head_is_token_identical(tiny_path, draft_lm, tiny_tokenizer, prompts):
+    from transformers import AutoModelForCausalLM
+
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_path).eval()  # (the shared `lm` may be patched already)
+    plain = Generator(fresh, tiny_tokenizer)
+    spec = Generator(copy.deepcopy(fresh), tiny_tokenizer, draft_model=draft_lm)
     for prompt in prompts:
         ref = plain.generate(prompt, SamplingParams(max_new_tokens=16))
         out = spec.generate(prompt, SamplingParams(max_new_tokens=16), speculation=Speculation("draft", 4))

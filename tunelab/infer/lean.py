@@ -18,6 +18,7 @@ any model it does not cover (other architectures, biases, adapters with virtual 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -45,6 +46,10 @@ def _fuse(*linears: nn.Module) -> nn.Linear:
     fused = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     fused.weight = nn.Parameter(weight, requires_grad=False)
     return fused
+
+
+# model -> {(quantize, head id): (layers, head)}; outside the module so that copying a model works
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _fused_blocks(model, quantize: str) -> tuple[nn.ModuleList, nn.Module]:
@@ -91,7 +96,7 @@ class LeanState:
         self.norms = [
             (x.input_layernorm.weight.detach(), x.post_attention_layernorm.weight.detach()) for x in base.layers
         ]
-        built = model.__dict__.setdefault("_tunelab_lean", {})  # fused (and quantized) once per model, not per request
+        built = _BUILT.setdefault(model, {})  # fused (and quantized) once per model, not per request
         key = (quantize, id(model.get_output_embeddings()))
         if key not in built:
             built[key] = _fused_blocks(model, quantize)

@@ -16,22 +16,24 @@ prompt by ``tunelab draft``.
 from __future__ import annotations
 
 import types
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 MAX_ROWS = 16  # verify passes are k + 1 rows; larger products (batched prefill) keep the default kernel
+# head -> (its weight, that weight in oneDNN's layout); outside the module so that copying a model works
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _forward(self: nn.Linear, x: Tensor) -> Tensor:
     rows = x.numel() // x.shape[-1]
     if not 1 < rows <= MAX_ROWS or x.dtype != torch.float32:
         return F.linear(x, self.weight, self.bias)
-    packed = self.__dict__.get("_onednn_weight")
+    packed = _PACKED.get(self)
     if packed is None or packed[0] is not self.weight:  # converted once (and again if the weight is replaced)
-        packed = (self.weight, self.weight.detach().to_mkldnn())
-        self.__dict__["_onednn_weight"] = packed
+        packed = _PACKED[self] = (self.weight, self.weight.detach().to_mkldnn())
     out = torch._C._nn.mkldnn_linear(x.reshape(rows, -1).detach().to_mkldnn(), packed[1], None).to_dense()
     if self.bias is not None:
         out = out + self.bias
