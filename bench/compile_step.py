@@ -32,6 +32,7 @@ def main() -> None:
     from instruct_data import write
 
     from tunelab.config import load_config
+    from tunelab.data.types import IGNORE_INDEX, Row
     from tunelab.methods.sft import SFT
     from tunelab.models.load import load_model
 
@@ -49,9 +50,13 @@ def main() -> None:
     model.train()
     method = SFT(cfg, model, tok, tmp)
     rows = method.build_datasets().train
-    mb = a.micro_batch
-    batches = [method.collate(rows[i * mb : (i + 1) * mb]) for i in range(a.steps + 1)]
-    batches = [b for b in batches if b["input_ids"].shape[1] == a.max_length]  # static shape: full rows only
+    mb, width = a.micro_batch, a.max_length
+
+    def full(row: Row) -> Row:  # pad to max_length (a separate segment, not trained): one static shape
+        n = width - len(row.input_ids)
+        return Row(row.input_ids + [0] * n, row.labels + [IGNORE_INDEX] * n, row.position_ids + list(range(n)))
+
+    batches = [method.collate([full(r) for r in rows[i * mb : (i + 1) * mb]]) for i in range(a.steps + 1)]
 
     def step(batch) -> tuple[float, float]:
         start = time.perf_counter()
