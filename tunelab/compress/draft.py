@@ -295,6 +295,7 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     The outputs must be token-identical (the greedy acceptance rule keeps only the target's argmax).
     """
     from tunelab.infer.decode import Generator
+    from tunelab.infer.drafting import coverage
     from tunelab.infer.types import SamplingParams, Speculation
 
     params = SamplingParams(max_new_tokens=options.eval_tokens, temperature=0.0)
@@ -305,9 +306,7 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     plain.generate(ids[0], SamplingParams(max_new_tokens=2))  # warm-up: first-call allocations
     speculative.generate(ids[0], SamplingParams(max_new_tokens=4), speculation=spec)
     report = SpeedReport(len(ids), 0, 0.0, 0.0, 0, 0, True, options.num_draft)
-    vocab = getattr(draft, "draft_vocab", None)
-    allowed = set(vocab.tolist()) if vocab is not None else None
-    covered = 0
+    outputs: list[list[int]] = []
     for prompt in ids:
         start = time.perf_counter()
         base = plain.generate(prompt, params)
@@ -319,8 +318,9 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
         report.drafted += fast.timings.drafted
         report.accepted += fast.timings.accepted
         report.identical = report.identical and base.tokens == fast.tokens
-        covered += len(base.tokens) if allowed is None else sum(t in allowed for t in base.tokens)
-    report.coverage = covered / report.new_tokens if report.new_tokens else 1.0
+        outputs.append(list(base.tokens))
+    vocab = getattr(draft, "draft_vocab", None)
+    report.coverage = coverage(outputs, vocab.tolist()) if vocab is not None else 1.0
     return report
 
 
