@@ -18,7 +18,8 @@ row of the group, all measured in this run, one request at a time):
   cache of the long system prompt (time to first token is the number that moves).
 
 Every row checks that its tokens equal the reference's (transformers' greedy tokens in the plain
-group). The plain group's engines run ``--repeats`` times in turn and keep their fastest run.
+group). The plain group's engines run ``--repeats`` times in turn, alternately forward and backward,
+and keep their fastest run.
 Each row gives two rates, measured the same way for every engine: end to end (new tokens ÷ the
 whole request, prompt pass included) and decode only (the tokens after the first ÷ the time after
 the first token, i.e. without the prompt pass, which a 45-token prompt makes 10–15% of a 48-token
@@ -200,8 +201,8 @@ def compiled(model, tokenizer, prompt, n, ref) -> Measure:
 
 
 def plain_group(model, tokenizer, prompt, n, skip_compile: bool, repeats: int) -> list[Row]:
-    """Every engine on the same prompt ids; measured ``repeats`` times in turn, the fastest run of each
-    kept, so a burst of load on a shared machine falls on all engines alike."""
+    """Every engine on the same prompt ids; measured ``repeats`` times in turn (alternately forward and
+    backward), the fastest run of each kept, so a burst of load on a shared machine falls on all engines alike."""
     model.generate(torch.tensor([prompt]), max_new_tokens=2, do_sample=False)  # warm-up, not measured
     _, ref = hf_row(model, prompt, n)  # the reference tokens (this run is a warm-up too)
     measures: list[Measure | Row] = [lambda: hf_row(model, prompt, n)[0]]
@@ -216,8 +217,11 @@ def plain_group(model, tokenizer, prompt, n, skip_compile: bool, repeats: int) -
         measures += llama_cpp_engines(merged, prompt, n, ref, Path(tmp)) + vllm_engines(merged, prompt, n, ref,
                                                                                           Path(tmp))
         best: list[Row | None] = [m if isinstance(m, Row) else None for m in measures]
-        for _ in range(repeats):
-            for i, m in enumerate(measures):
+        for repeat in range(repeats):
+            # Forward, then backward: no engine always runs right after the same neighbour (in a forward-only
+            # run, the llama.cpp row right after the torch rows decoded 14% slower than the same Llama a row later).
+            order = list(enumerate(measures))
+            for i, m in order if repeat % 2 == 0 else order[::-1]:
                 if not isinstance(m, Row):
                     row = m()
                     if best[i] is None or row.tokens_per_s > best[i].tokens_per_s:
