@@ -44,10 +44,11 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_at
 
     Flash attention is on, as in llama.cpp's own tools (their default, ``auto``, turns it on for a
     CPU; llama-cpp-python turns it off unless asked): attention becomes one fused op per layer
-    instead of six (scores, mask + softmax, weighted sum, permutes), which on a 135M model is
-    ~8–13% of each decode step (``bench/generate.py``). It accumulates in llama.cpp's f16 like the
-    rest of the f16 model, so it breaks f16 near-ties its own way: on 30 chat prompts its greedy
-    tokens equal transformers' fp32 ones as often as without it (see ``bench/README.md``).
+    instead of several (scores, mask + softmax, weighted sum, permutes), fewer thread barriers per
+    step; ``bench/generate.py`` measures it against a "flash attention off" row. It accumulates in
+    llama.cpp's f16 like the rest of the f16 model, so it breaks f16 near-ties its own way: on 30
+    chat prompts its greedy tokens equal tunelab's fp32 ones as often as without it (27/30,
+    ``bench/llamacpp_agreement.py``).
     """
     try:
         from llama_cpp import Llama
