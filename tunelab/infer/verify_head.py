@@ -1,16 +1,16 @@
 """A cheaper output head for the target's speculative verify pass on the CPU, one-token steps untouched.
 
 Why: a CPU decode step reads every weight from memory once. The verify pass of speculative
-decoding feeds ``k + 1`` tokens; its decoder layers cost little more than one token's, but PyTorch's
-default sgemm (MKL) multiplies a few rows by the 49,152 × 576 output head of a 135M model at
-about half the bandwidth of the one-row product: 31–35 ms for 2–8 rows against 14 ms for one, on
-this machine (2-core AMD EPYC, fp32). oneDNN's linear on a weight converted once to its own
-layout does the same 2–8-row product in 14–17 ms (``bench/draft.py --costs-only``). Greedy
-speculative output stays the target's: the one-token path (plain decoding, prefill's last
-position) still runs ``F.linear`` and the verify pass only ever decides which drafted tokens equal
-the target's argmax; the two kernels differ by float rounding (~1e-6), as the one-row and
-multi-row sgemm already do, and equality with plain greedy decoding is checked on every measured
-prompt by ``tunelab draft``.
+decoding feeds ``k + 1`` tokens, and PyTorch's default sgemm (MKL) multiplies those few rows by
+the 49,152 × 576 output head of a 135M model well below the bandwidth of the one-row product;
+oneDNN's linear on a weight converted once to its own layout is faster: on a 2-core AMD EPYC a
+verify pass over 5 tokens costs 1.85 target steps with the default head and 1.64 with this one
+(``python bench/draft.py --levers``). The decoder layers' few-row products stay on MKL: oneDNN
+was not faster there. Greedy speculative output stays the target's: the one-token path (plain
+decoding, prefill's last position) still runs ``F.linear`` and the verify pass only ever decides
+which drafted tokens equal the target's argmax; the two kernels differ by float rounding (~1e-6),
+as the one-row and multi-row sgemm already do, and equality with plain greedy decoding is checked
+on every measured prompt by ``tunelab draft``.
 """
 
 from __future__ import annotations
