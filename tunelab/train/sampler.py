@@ -41,11 +41,14 @@ class ResumableSampler:
         self.state = SamplerState()
         self._order: list[int] | None = None
 
+    def _epoch_generator(self) -> torch.Generator:
+        """The generator of this epoch's order: seeded by (seed, epoch) only, so resume replays it."""
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.state.epoch)
+
     def _epoch_order(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.size))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.state.epoch)
-        return torch.randperm(self.size, generator=g).tolist()
+        return torch.randperm(self.size, generator=self._epoch_generator()).tolist()
 
     def take(self, n: int) -> list[int]:
         """The next ``n`` indices of this rank (all ranks advance by ``n * world``)."""
@@ -105,7 +108,7 @@ class LengthGroupedSampler(ResumableSampler):
         self.mega = self.group * mega_batches
 
     def _epoch_order(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.state.epoch)
+        g = self._epoch_generator()  # the parent's permutation, then the batch shuffle, from one generator
         order = torch.randperm(self.size, generator=g).tolist()
         out: list[int] = []
         for start in range(0, self.size, self.mega):
