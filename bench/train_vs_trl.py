@@ -14,7 +14,9 @@ Columns:
   cross-example attention); for DPO, padding-free pairs and precomputed reference log-probs;
 * more tunelab columns add levers by name, joined with ``+``: ``grouped``
   (``training.group_by_length``: batches of similar length), ``gc`` (gradient checkpointing),
-  e.g. ``tunelab+grouped``, ``tunelab+packing+gc``;
+  ``ckpt<fraction>`` (``training.checkpoint_fraction``: that share of the layers checkpointed),
+  ``fat`` (``training.lean_activations=false``), ``heap`` (``training.map_large_blocks=false``),
+  e.g. ``tunelab+grouped``, ``tunelab+packing+ckpt0.3``;
 * ``trl-defaults``: ``SFTTrainer`` / ``DPOTrainer`` defaults, changed only where this CPU
   requires it: fp32 (TRL defaults to bf16 autocast, which on an AVX2 CPU without AVX-512 BF16
   runs training matmuls ~4x slower than fp32: the precision probe measured fp32 12.7, bf16
@@ -55,7 +57,23 @@ LEVERS = {
     "packing": [],  # data.packing, set below (DPO: also the precomputed reference)
     "grouped": ["training.group_by_length=true"],
     "gc": ["training.gradient_checkpointing=true"],
+    "fat": ["training.lean_activations=false"],  # peft's LoRA dropout and the plain MLP (tunelab/train/activations.py)
+    "heap": ["training.map_large_blocks=false"],  # glibc's own mmap threshold
 }
+#: ``ckpt<fraction>`` (e.g. ``tunelab+packing+ckpt0.3``): ``training.checkpoint_fraction``
+CKPT_LEVER = "ckpt"
+
+
+def lever_overrides(lever: str) -> list[str] | None:
+    """Config overrides of one column lever; None when unknown."""
+    if lever.startswith(CKPT_LEVER):
+        try:
+            return [f"training.checkpoint_fraction={float(lever[len(CKPT_LEVER) :])}"]
+        except ValueError:
+            return None
+    return LEVERS.get(lever)
+
+
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 LR, MAX_GRAD_NORM, SEED = 2e-4, 1.0, 42
 
@@ -68,9 +86,10 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
     from tunelab.train.loop import train
 
     levers = column.split("+")[1:]
-    unknown = sorted(set(levers) - set(LEVERS))
+    unknown = sorted(lever for lever in levers if lever_overrides(lever) is None)
     if unknown:
-        raise SystemExit(f"unknown tunelab lever(s) {unknown} in column {column!r}; known: {', '.join(LEVERS)}")
+        known = ", ".join([*LEVERS, f"{CKPT_LEVER}<fraction>"])
+        raise SystemExit(f"unknown tunelab lever(s) {unknown} in column {column!r}; known: {known}")
     packing = "packing" in levers  # SFT: packed rows; DPO: padding-free pairs (+ precomputed reference)
     overrides = [
         f"method={a.method}",
@@ -95,7 +114,7 @@ def tunelab_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> 
         f"training.seed={SEED}",
         f"output_dir={out / 'runs'}",
         f"name={a.method}-{column}",
-        *[o for lever in levers for o in LEVERS[lever]],
+        *[o for lever in levers for o in lever_overrides(lever)],
     ]
     if a.method == "dpo":
         overrides += ["method_args.beta=0.1", f"method_args.precompute_reference={packing}".lower()]

@@ -147,6 +147,24 @@ class TrainArgs(Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm (null = no clipping).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    checkpoint_fraction: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Recompute only this fraction of the decoder layers (the first ones) in backward: memory "
+        "between none and full gradient_checkpointing, at ~1/3 of each such layer's time "
+        "(tunelab/train/activations.py).",
+    )
+    lean_activations: bool = Field(
+        True,
+        description="Save less for backward at equal math: LoRA dropout as a 1-byte mask, the SwiGLU product "
+        "recomputed (tunelab/train/activations.py).",
+    )
+    map_large_blocks: bool = Field(
+        True,
+        description="glibc: map blocks of 1 MiB and more from the OS, so freed activations leave the resident set "
+        "(tunelab/train/activations.py).",
+    )
     group_by_length: bool = Field(
         False,
         description="Batch rows of similar length together (seeded mega-batches sorted by length): less padding "

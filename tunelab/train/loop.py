@@ -39,7 +39,7 @@ from tunelab.errors import CheckpointError, ConfigError, TrainingError
 from tunelab.methods import get_method
 from tunelab.methods.base import Batch, Datasets, Method
 from tunelab.models.precision import choose_precision, mark_stale
-from tunelab.train import distributed
+from tunelab.train import activations, distributed
 from tunelab.train.checkpoint import (
     TrainState,
     complete_checkpoints,
@@ -250,8 +250,9 @@ def _setup(config: RunConfig, resume: bool, force: bool):
         config.adapter,
         for_training=True,
         device=device,
-        gradient_checkpointing=config.training.gradient_checkpointing,
+        gradient_checkpointing=activations.checkpoint_fraction(config.training) > 0,
     )
+    activations.apply(model, config.training)  # LoRA dropout masks, fused SwiGLU, partial checkpointing
     method = method_cls(config, model, tokenizer, distributed.scratch_dir(ranks, run_dir))
     datasets = method.build_datasets()
     if len(datasets.train) == 0:
