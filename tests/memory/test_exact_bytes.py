@@ -92,3 +92,42 @@ def test_activations_match_saved_tensors(adapter, tiny_model, tiny_arch):
     predicted = activation_bytes(setup, 3, 40)
     tolerance = 0.15 if adapter in ("dora", "prefix_tuning") else 0.02
     assert abs(predicted / measured - 1) < tolerance
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_lean_activations_match_saved_tensors(autocast, tiny_model, tiny_arch):
+    """training.lean_activations (folded LoRA dropout, fused SwiGLU + LoRA down_proj): the inventory
+    predicts what autograd keeps within 2 %, and less than peft's plain path."""
+    from tunelab.train.lean_mlp import fuse_gated_mlps
+    from tunelab.train.lora_dropout import fold_lora_dropout
+
+    model = _attach(tiny_model, "lora")
+    fold_lora_dropout(model)
+    fuse_gated_mlps(model)
+    model.train()
+    batch = {"input_ids": torch.randint(0, tiny_arch.vocab_size, (3, 40))}
+    measured = saved_bytes(model, batch, autocast=autocast, vocab=tiny_arch.vocab_size).activations
+    c = 2 if autocast else 4
+    t = trainable(tiny_arch, "lora", SHAPE)
+    setup = ActivationSetup(tiny_arch, t, compute_bytes=c, autocast=autocast, masked=False, device="cpu", lean=True)
+    predicted = activation_bytes(setup, 3, 40)
+    assert abs(predicted / measured - 1) < 0.02
+    plain = ActivationSetup(**{**setup.__dict__, "lean": False})
+    assert activation_bytes(plain, 3, 40) > predicted
+
+
+def test_partial_checkpointing_keeps_the_inputs_of_the_checkpointed_blocks(tiny_arch):
+    """A quarter of tiny's 4 blocks checkpointed: one block's saved tensors become its fp32 input."""
+    from tunelab.memory.activations import head_bytes, layer_bytes, mask_bytes, partial_checkpoint_bytes
+
+    setup = ActivationSetup(tiny_arch, trainable(tiny_arch, "lora", SHAPE), device="cpu", lean=True)
+    rows, seq, h = 2, 64, tiny_arch.hidden_size
+    tokens = rows * seq
+    expected = tokens * (3 * layer_bytes(setup) + 4 * h + head_bytes(setup)) + rows * mask_bytes(setup, seq)
+    assert partial_checkpoint_bytes(setup, rows, seq, 0.25) == expected
+    assert partial_checkpoint_bytes(setup, rows, seq, 0) == activation_bytes(setup, rows, seq)
+    assert partial_checkpoint_bytes(setup, rows, seq, 1) == activation_bytes(setup, rows, seq, checkpointing=True)
+    spec = TrainSpec(arch=tiny_arch, shape=SHAPE, precision="fp32", device="cpu", batch_size=rows, seq_len=seq)
+    full = plan_training(spec)
+    quarter = plan_training(TrainSpec(**{**spec.__dict__, "checkpoint_fraction": 0.25}))
+    assert quarter.activations < full.activations

@@ -65,6 +65,7 @@ class ActivationSetup:
     lora_dropout: bool = True
     adapter_bytes: float = 4
     device: str = "cuda"
+    lean: bool = False  # tunelab/train/activations.py: LoRA dropout folded into lora_A, fused SwiGLU + LoRA down
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_IMPLS:
@@ -114,7 +115,10 @@ def linear_group_bytes(
                 shared = True
         if name in t.lora_targets:
             kept = lora_input_bytes(setup, width)
-            if kept == 0:  # fp32 input, no dropout, no autocast: lora_A keeps the input itself
+            if setup.lean and setup.lora_dropout and not t.dora:  # a bool mask and the adapter-dtype input:
+                shared = shared or in_bytes == setup.adapter_bytes  # the layer input itself, once per group,
+                kept = width + (0 if in_bytes == setup.adapter_bytes else setup.adapter_bytes * width)  # or a cast
+            elif kept == 0:  # fp32 input, no dropout, no autocast: lora_A keeps the input itself
                 shared = shared or in_bytes == setup.adapter_bytes
                 kept = 0 if in_bytes == setup.adapter_bytes else setup.adapter_bytes * width
             total += kept + (c if setup.autocast else setup.adapter_bytes) * setup.lora_rank
@@ -161,11 +165,25 @@ def mlp_bytes(setup: ActivationSetup) -> float:
     a, c, r = setup.arch, setup.compute_bytes, setup.residual_bytes
     h, i = a.hidden_size, a.intermediate_size
     per_expert = 3 * c * i + linear_group_bytes(setup, i, ("down_proj",), c)
+    if _fused_swiglu(setup):  # gate and up only; a dropout mask and A h for the LoRA down_proj
+        per_expert = 2 * c * i + (i if setup.lora_dropout else 0) + c * setup.lora_rank
     if not a.num_experts:
         return linear_group_bytes(setup, h, ("gate_proj", "up_proj"), r) + per_expert
     k = a.experts_per_token
     routed_input = k * (r * h + linear_group_bytes(setup, h, ("gate_proj", "up_proj"), r, already_saved=True))
     return routed_input + k * per_expert + 8 * a.num_experts
+
+
+def _fused_swiglu(setup: ActivationSetup) -> bool:
+    """tunelab/train/lean_mlp.py runs: a dense MLP whose frozen ``down_proj`` carries plain LoRA."""
+    t = setup.trainable
+    return (
+        setup.lean
+        and not setup.arch.num_experts
+        and "down_proj" in t.lora_targets
+        and not t.base_trained
+        and not t.dora
+    )
 
 
 def layer_bytes(setup: ActivationSetup) -> float:
@@ -190,7 +208,7 @@ def first_layer_savings(setup: ActivationSetup) -> float:
     qkv = ("q_proj", "k_proj", "v_proj")
     lora_qkv = sum(name in t.lora_targets for name in qkv)
     saved = 4 * h + 4
-    if setup.lora_dropout:
+    if setup.lora_dropout and not setup.lean:  # folded dropout keeps its mask whatever the input needs
         saved += lora_qkv * (1 if setup.device == "cuda" else setup.adapter_bytes) * h
     if not t.base_trained and not lora_qkv and not t.prefix_tokens:  # trained prefix K/V need the core
         adapter_part = (4 + setup.compute_bytes) * setup.arch.num_attention_heads * t.adapter_attention_len
@@ -227,6 +245,23 @@ def recompute_bytes(setup: ActivationSetup, batch: int, seq: int) -> float:
         return 0.0
     quad = attention_quadratic_bytes(setup, seq_total) + mask_bytes(setup, seq_total)
     return batch * seq_total * layer_bytes(setup) + batch * quad
+
+
+def partial_checkpoint_bytes(setup: ActivationSetup, batch: int, seq: int, fraction: float) -> float:
+    """``training.checkpoint_fraction``: the first ``k = round(fraction · G)`` blocks keep only their
+    input (``r·h`` per token); the others keep everything. The peak is at the end of the forward:
+    by the time backward recomputes a checkpointed block, the blocks above it have freed theirs."""
+    t = setup.trainable
+    k = min(t.grad_layers, round(fraction * t.grad_layers))
+    if k == 0:
+        return activation_bytes(setup, batch, seq)
+    if k == t.grad_layers:
+        return activation_bytes(setup, batch, seq, checkpointing=True)
+    seq_total = seq + t.extra_tokens
+    tokens = batch * seq_total
+    full = (t.grad_layers - k) * (tokens * layer_bytes(setup) + batch * attention_quadratic_bytes(setup, seq_total))
+    kept = k * tokens * setup.residual_bytes * setup.arch.hidden_size
+    return full + kept + tokens * head_bytes(setup) + batch * mask_bytes(setup, seq_total)
 
 
 def activation_bytes(setup: ActivationSetup, batch: int, seq: int, checkpointing: bool = False) -> float:

@@ -34,6 +34,7 @@ from tunelab.memory.activations import (
     checkpoint_bytes,
     head_bytes,
     logits_bytes,
+    partial_checkpoint_bytes,
     quantized_input_bytes,
     recompute_bytes,
 )
@@ -75,6 +76,8 @@ class TrainSpec:
     seq_len: int = 512
     gradient_accumulation: int = 1
     gradient_checkpointing: bool = False
+    checkpoint_fraction: float = 0.0  # training.checkpoint_fraction: the first share of blocks checkpointed
+    lean_activations: bool = False  # training.lean_activations: folded LoRA dropout, fused SwiGLU (tunelab/train)
     optimizer: str = "adamw"
     precision: str = "bf16"
     quantization: str = "none"  # none | nf4 | int8 (frozen base of LoRA-type adapters)
@@ -251,6 +254,7 @@ def _activation_setup(spec: TrainSpec, t: Trainable) -> ActivationSetup:
         lora_dropout=spec.shape.dropout > 0,
         adapter_bytes=spec.adapter_bytes,
         device=spec.device,
+        lean=spec.lean_activations,
     )
 
 
@@ -271,7 +275,10 @@ def plan_training(spec: TrainSpec) -> MemoryEstimate:
     counts = count_parameters(spec.arch)
     rows = spec.batch_size * m.rows
     setup = _activation_setup(spec, t)
-    activations = activation_bytes(setup, rows, spec.seq_len, spec.gradient_checkpointing)
+    if spec.checkpoint_fraction and not spec.gradient_checkpointing:
+        activations = partial_checkpoint_bytes(setup, rows, spec.seq_len, spec.checkpoint_fraction)
+    else:
+        activations = activation_bytes(setup, rows, spec.seq_len, spec.gradient_checkpointing)
     tokens = rows * (spec.seq_len + t.extra_tokens)
     vocab_logits = (
         logits_bytes(spec.arch.vocab_size, tokens, c, spec.loss, spec.arch.hidden_size) if m.vocab_logits else 0.0
