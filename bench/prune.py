@@ -38,7 +38,7 @@ import torch
 from tunelab.compress.calib import load_calibration, perplexity
 from tunelab.compress.magnitude import apply_masks, magnitude_masks
 from tunelab.compress.prune import drop_layers, layer_scores, lowest
-from tunelab.compress.width import channel_importance, channels_to_keep, kept_width, prune_channels
+from tunelab.compress.width import channel_importance, channels_to_keep, down_grams, kept_width, prune_channels
 from tunelab.config import DataArgs, ModelArgs
 from tunelab.models.load import load_model
 
@@ -146,13 +146,15 @@ def file_bytes(model, folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
-def structured(model, data, drop: int, keep: int | None) -> tuple[object, list[int]]:
-    """Drop the ``drop`` lowest-scoring layers, then narrow every remaining MLP to ``keep`` channels (in place)."""
+def structured(model, data, drop: int, keep: int | None, refit: bool = True) -> tuple[object, list[int]]:
+    """Drop the ``drop`` lowest-scoring layers, then narrow every remaining MLP to ``keep`` channels (in place),
+    refitting each ``down_proj`` by least squares unless ``refit`` is False (as ``tunelab prune``)."""
     dropped = lowest(layer_scores(model, data.batches()), drop) if drop else []
     if dropped:
         drop_layers(model, dropped)
     if keep and keep < model.config.intermediate_size:
-        prune_channels(model, channels_to_keep(channel_importance(model, data.batches()), keep))
+        grams = down_grams(model, data.batches()) if refit else None
+        prune_channels(model, channels_to_keep(channel_importance(model, data.batches(), grams), keep), grams)
     return model, dropped
 
 
@@ -233,8 +235,9 @@ def pick(args, base, data) -> list[dict]:
     rows = []
     for spec in args.pick:
         drop, keep = (int(x) for x in spec.split(","))
-        model = structured(copy.deepcopy(base), data, drop, keep)[0]
+        model = structured(copy.deepcopy(base), data, drop, keep, args.refit)[0]
         row = {"drop_layers": drop, "keep": keep, "params_ratio": model.num_parameters() / base.num_parameters()}
+        row["refit"] = args.refit and keep < base.config.intermediate_size
         row["perplexity"] = perplexity(model, data)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -259,6 +262,7 @@ def recover(args, corpus_path: Path) -> dict:
         f"prune.drop_layers={args.drop_layers}",
         f"prune.keep={args.keep}",
         f"prune.calib_rows={args.calib_rows}",
+        f"prune.refit={args.refit}",
         f"data.path={corpus_path}",
         "data.validation_split=0.1",
         f"data.max_length={args.max_length}",
@@ -274,8 +278,15 @@ def recover(args, corpus_path: Path) -> dict:
     ]
     if args.recover_minutes:
         flags.append(f"recover.training.max_minutes={args.recover_minutes}")
+    if args.recover_adapter == "freeze":  # every decoder layer trains; the (tied) embeddings stay as they are
+        layers = args.base_layers - (args.drop_layers if "depth" in args.method else 0)
+        flags.append(f"recover.adapter.freeze_train_layers={layers}")
     if args.recover == "distill":
         flags += [f"recover.method_args.loss={args.loss}", f"recover.method_args.alpha={args.alpha}"]
+        flags += [
+            f"recover.method_args.teacher_logits={args.teacher_logits}",
+            f"recover.method_args.top_k={args.top_k}",
+        ]
     start = time.perf_counter()
     report = prune(load_prune_config(None, flags), overwrite=True)
     out = {
@@ -284,6 +295,9 @@ def recover(args, corpus_path: Path) -> dict:
         "keep": args.keep if "width" in args.method else None,
         "recover": args.recover,
         "adapter": args.recover_adapter,
+        "refit": args.refit,
+        "teacher_logits": args.teacher_logits,
+        "top_k": args.top_k,
         "loss": args.loss,
         "alpha": args.alpha,
         "lr": args.lr,
@@ -320,7 +334,14 @@ def main() -> None:
     parser.add_argument("--no-llama", action="store_true", help="sizes: skip the llama.cpp decode column")
     parser.add_argument("--method", choices=["depth", "width", "depth+width"], default="width", help="recover: prune")
     parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
-    parser.add_argument("--recover-adapter", choices=["full", "lora"], default="full")
+    parser.add_argument(
+        "--recover-adapter", choices=["full", "freeze", "lora"], default="full", help="freeze: all but the embeddings"
+    )
+    parser.add_argument(
+        "--refit", action=argparse.BooleanOptionalAction, default=True, help="least-squares down_proj after width"
+    )
+    parser.add_argument("--teacher-logits", choices=["online", "cache"], default="online", help="distill: teacher")
+    parser.add_argument("--top-k", type=int, default=32, help="distill cache: teacher tokens kept per position")
     parser.add_argument("--recover-steps", type=int, default=100000, help="step cap (the time budget stops first)")
     parser.add_argument("--recover-minutes", type=float, default=28.0, help="time budget of the recovery run")
     parser.add_argument("--loss", choices=["forward_kl", "reverse_kl", "jsd"], default="forward_kl")
@@ -357,6 +378,7 @@ def main() -> None:
         results_file.write_text(json.dumps(results, indent=2))
     if args.part in ("recover", "both"):
         picked = pick(args, model, data) if args.pick else None
+        args.base_layers = model.config.num_hidden_layers
         del model
         if args.hold_minutes:  # the lock this run holds: the recovery gets what is left of it (at most its budget)
             left = args.hold_minutes - (time.perf_counter() - START) / 60 - 4  # scoring, 3 perplexities, save

@@ -16,6 +16,7 @@ FLAG_KEYS = {
     "keep": "prune.keep",
     "sparsity": "prune.sparsity",
     "scope": "prune.scope",
+    "refit": "prune.refit",
     "calib_rows": "prune.calib_rows",
     "calib": "data.path",
     "validation_split": "data.validation_split",
@@ -102,6 +103,9 @@ def register(app: typer.Typer) -> None:
         keep: float = typer.Option(None, "--keep", help="width: MLP channels kept, fraction or count."),
         sparsity: float = typer.Option(None, "--sparsity", help="magnitude: fraction of weights zeroed."),
         scope: str = typer.Option(None, "--scope", help="magnitude: global | layer."),
+        refit: bool = typer.Option(
+            None, "--refit/--no-refit", help="width: least-squares refit of each narrowed down_proj (default on)."
+        ),
         calib: Path = typer.Option(None, "--calib", help="Data file: calibration + held-out split (any SFT format)."),
         validation_split: float = typer.Option(None, "--validation-split", help="Held-out fraction of --calib."),
         calib_rows: int = typer.Option(None, "--calib-rows", help="Calibration examples used for scoring."),
@@ -136,6 +140,7 @@ def register(app: typer.Typer) -> None:
             "keep": keep,
             "sparsity": sparsity,
             "scope": scope,
+            "refit": refit,
             "calib": calib,
             "validation_split": validation_split,
             "calib_rows": calib_rows,

@@ -38,6 +38,11 @@ class PruneArgs(Section):
     keep: float = Field(
         0.75, gt=0, description="width: MLP channels kept per layer, a fraction (0, 1] or a count; rounded to 32."
     )
+    refit: bool = Field(
+        True,
+        description="width, depth+width: refit each narrowed down_proj by least squares on the calibration "
+        "activations, so the kept channels take over what the removed ones added (no training).",
+    )
     sparsity: float = Field(0.5, ge=0, lt=1, description="magnitude: fraction of decoder linear weights zeroed.")
     scope: Literal["global", "layer"] = Field(
         "global", description="magnitude: one threshold over all matrices (global) or the same sparsity in each."

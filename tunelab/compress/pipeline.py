@@ -119,12 +119,14 @@ def apply_prune(model: Any, config: PruneConfig, data: CalibrationSet) -> dict[s
         removed = {"layers_before": len(scores), "dropped_layers": drop, "layer_scores": [round(s, 6) for s in scores]}
     if args.method in ("width", "depth+width"):  # after a depth prune, the channels are scored in the shorter model
         from tunelab.compress.prune import text_config
-        from tunelab.compress.width import channel_importance, channels_to_keep, kept_width, prune_channels
+        from tunelab.compress.width import channel_importance, channels_to_keep, down_grams, kept_width, prune_channels
 
         before = text_config(model).intermediate_size
         keep = kept_width(before, args.keep)
-        prune_channels(model, channels_to_keep(channel_importance(model, data.batches()), keep))
-        removed.update(intermediate_size_before=before, intermediate_size=keep)
+        grams = down_grams(model, data.batches()) if args.refit else None
+        scores = channel_importance(model, data.batches(), grams)
+        prune_channels(model, channels_to_keep(scores, keep), grams)
+        removed.update(intermediate_size_before=before, intermediate_size=keep, refit=args.refit)
     if removed:
         return removed
     from tunelab.compress.magnitude import apply_masks, magnitude_masks
