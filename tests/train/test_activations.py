@@ -77,3 +77,36 @@ def test_loop_trains_the_same_lean_or_not(make_config):
     assert len(losses(fat.run_dir)) == 3
     assert losses(lean.run_dir) == pytest.approx(losses(fat.run_dir), abs=1e-5)
     assert losses(ckpt.run_dir) == pytest.approx(losses(fat.run_dir), abs=1e-5)
+
+
+def test_grouped_kv_heads_reach_sdpa_unrepeated(tiny_model, monkeypatch):
+    """Packed rows (a block-diagonal mask): same logits and gradients, and k/v saved with tiny's 2
+    KV heads instead of repeated to its 4 query heads."""
+    from test_lora_dropout import saved_bytes
+
+    c = tiny_model.config
+    model = lora_model(tiny_model, dropout=0.0)
+    model.train()
+    ids = batch()
+    pos = torch.cat([torch.arange(5), torch.arange(7)]).expand(2, 12).contiguous()
+
+    def run():
+        torch.manual_seed(0)
+        out = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        grads = torch.autograd.grad(out.square().mean(), [p for p in model.parameters() if p.requires_grad])
+        return out.detach(), grads
+
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "0")
+    repeated = saved_bytes(model, ids, position_ids=pos, use_cache=False)
+    ref_out, ref_grads = run()
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA")
+    assert activations.grouped_kv_in_sdpa("cuda") is False
+    assert activations.grouped_kv_in_sdpa("cpu") is True
+    grouped = saved_bytes(model, ids, position_ids=pos, use_cache=False)
+    out, grads = run()
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+    head_dim = c.hidden_size // c.num_attention_heads
+    kv_heads_saved = 2 * (c.num_attention_heads - c.num_key_value_heads) * head_dim * 4  # k and v, fp32
+    assert repeated - grouped == kv_heads_saved * ids.numel() * c.num_hidden_layers

@@ -125,7 +125,7 @@ def test_not_folded_without_dropout_or_for_dora(tiny_model, tiny_path):
     assert fold_lora_dropout(get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path), dora)) == 0
 
 
-def saved_bytes(model, ids, dtype: torch.dtype | None = None) -> int:
+def saved_bytes(model, ids, dtype: torch.dtype | None = None, **inputs) -> int:
     """Bytes of the distinct non-parameter storages one forward saves for backward (of ``dtype`` only)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -137,7 +137,7 @@ def saved_bytes(model, ids, dtype: torch.dtype | None = None) -> int:
         return t
 
     with saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids)
+        model(input_ids=ids, **inputs)
     return sum(seen.values())
 
 
