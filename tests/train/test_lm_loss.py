@@ -168,3 +168,41 @@ def test_packed_completion_logps_and_grads_equal_padded(tiny_model):
     assert n_a.tolist() == n_b.tolist() == [float(c) for _, c in lengths]
     weights = torch.tensor([1.0, -1.0, 2.0, 0.5, -0.5, 1.5]) / sum(c for _, c in lengths)
     assert_same(model, (a * weights).sum(), (b * weights).sum())
+
+
+def test_packed_attention_mask_by_hand():
+    # one row: examples of 2 and 3 tokens; a second row: one example of 5
+    pos = torch.tensor([[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+    mask = lm_loss.packed_attention_mask(pos, torch.float32)
+    allowed = mask == 0
+    assert mask.shape == (2, 1, 5, 5)
+    expected0 = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool
+    )
+    assert torch.equal(allowed[0, 0], expected0)
+    assert torch.equal(allowed[1, 0], torch.ones(5, 5, dtype=torch.bool).tril())
+    assert float(mask.min()) == torch.finfo(torch.float32).min
+
+
+def test_packed_rows_save_one_mask_for_all_layers(tiny_model):
+    from torch.autograd.graph import saved_tensors_hooks
+
+    batch = sft_batch(packed=True)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    tiny_model.train()
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    tiny_model.model.layers[0].self_attn.q_proj.weight.requires_grad_(True)  # something to differentiate
+    masks = {}
+
+    def pack(t):
+        if t.ndim == 4 and t.shape[-2:] == (20, 20):
+            masks[t.untyped_storage().data_ptr()] = t
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        next_token_logps(tiny_model, inputs, batch["labels"])
+    assert len(masks) == 1  # shared by the 4 layers (the boolean mask became one float copy per layer)
+    with saved_tensors_hooks(pack, lambda t: t):
+        tiny_model(**inputs, use_cache=False)
+    assert len(masks) == 1 + tiny_model.config.num_hidden_layers

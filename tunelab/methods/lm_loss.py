@@ -22,8 +22,12 @@ checkpointing apply): its output head is swapped for ``nn.Identity`` for the cal
 Architectures that post-process logits (soft-capping, logit scaling) and heads that are not a
 plain ``nn.Linear`` (a LoRA-wrapped or 4-bit head) take the plain path.
 
+Packed rows (``position_ids`` restarting per example) get their block-diagonal causal mask as one
+float tensor (:func:`packed_attention_mask`) on CPU SDPA, so all layers save the same one.
+
 Checked by: tests/train/test_lm_loss.py (loss and every gradient equal to the plain path within
-1e-5 on ``tiny``: LoRA, full fine-tuning with the tied head, DPO log-probs, packed rows).
+1e-5 on ``tiny``: LoRA, full fine-tuning with the tied head, DPO log-probs, packed rows; the packed
+mask by hand and saved once for all layers).
 """
 
 from __future__ import annotations
@@ -142,6 +146,40 @@ def head_logps(hidden: Tensor, head: nn.Linear, target: Tensor) -> Tensor:
         return _ChunkedHeadLogps.apply(hidden, head.weight, head.bias, target, dtype)
 
 
+def packed_attention_mask(position_ids: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, 1, T, T) additive mask of packed rows: 0 where key ``j <= i`` lies in query ``i``'s example,
+    the dtype's minimum elsewhere. Examples start where ``position_ids`` does not step by 1, as in
+    transformers' ``find_packed_sequence_indices``.
+
+    Why: given ``position_ids`` alone, transformers builds a boolean mask that torch's CPU SDPA
+    kernel converts to float in every layer and saves for backward: one ``T x T`` fp32 copy per
+    layer and row (8 MiB per layer at 8 x 512). A float mask is used as is and saved by reference,
+    once for all layers.
+    """
+    first = position_ids[:, :1] - 1
+    example = (torch.diff(position_ids, prepend=first, dim=-1) != 1).cumsum(-1)  # (B, T)
+    width = position_ids.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=position_ids.device).tril()
+    allowed = causal & (example[:, :, None] == example[:, None, :])
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=position_ids.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _shared_float_mask(model: nn.Module, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``inputs`` with a float packed mask for SDPA on CPU without autocast (else unchanged)."""
+    pos = inputs.get("position_ids")
+    lm = _unwrapped(model)
+    config = getattr(lm, "config", None)
+    if pos is None or inputs.get("attention_mask") is not None or pos.device.type != "cpu" or pos.ndim != 2:
+        return inputs
+    if getattr(config, "_attn_implementation", None) != "sdpa" or torch.is_autocast_enabled("cpu"):
+        return inputs
+    dtype = next(lm.parameters()).dtype
+    if dtype != torch.float32:
+        return inputs
+    return {**inputs, "attention_mask": packed_attention_mask(pos, dtype)}
+
+
 def next_token_logps(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor) -> Tensor:
     """(B, T-1) log-prob of token t+1 at position t where ``targets[:, 1:] != -100``, 0 elsewhere.
 
@@ -151,6 +189,7 @@ def next_token_logps(model: nn.Module, inputs: dict[str, Tensor], targets: Tenso
         targets: (B, T) token ids to score, -100 where no log-prob is needed.
     """
     width = targets.shape[1]
+    inputs = _shared_float_mask(model, inputs)
     with hidden_states_as_logits(model) as head:
         out = model(**inputs, use_cache=False).logits[:, -width:, :]  # prompt tuning prepends virtual tokens
     shifted = targets[:, 1:]
