@@ -148,7 +148,7 @@ class TrainArgs(Section):
     max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm (null = no clipping).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     checkpoint_fraction: float = Field(
-        0.25,
+        0.1,
         ge=0,
         le=1,
         description="Recompute only this fraction of the decoder layers (the first ones) in backward: memory "

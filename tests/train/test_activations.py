@@ -20,10 +20,10 @@ def losses(run_dir) -> list[float]:
     return [r["loss"] for r in map(json.loads, lines) if "mfu" in r]
 
 
-def test_defaults_are_lean_with_a_quarter_checkpointed():
+def test_defaults_are_lean_with_a_tenth_checkpointed():
     t = load_config(None, ["model.name=tiny"]).training
-    assert t.lean_activations and t.map_large_blocks and t.checkpoint_fraction == 0.25
-    assert activations.checkpoint_fraction(t) == 0.25
+    assert t.lean_activations and t.map_large_blocks and t.checkpoint_fraction == 0.1
+    assert activations.checkpoint_fraction(t) == 0.1
     full = load_config(None, ["model.name=tiny", "training.gradient_checkpointing=true"]).training
     assert activations.checkpoint_fraction(full) == 1.0
 
