@@ -87,3 +87,32 @@ def test_no_refit_keeps_the_down_columns_and_refit_lowers_the_pruned_perplexity(
     # the same channels go either way; the least-squares down_proj brings the held-out perplexity closer to the base
     assert refit["stages"][0]["perplexity"] == pytest.approx(plain["stages"][0]["perplexity"], rel=1e-6)
     assert refit["stages"][1]["perplexity"] < plain["stages"][1]["perplexity"]
+
+
+def test_freeze_recovery_trains_every_layer_but_not_the_embeddings(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "freeze"
+    report = run_prune(
+        out,
+        "--method",
+        "depth",
+        "--drop-layers",
+        "1",
+        "--recover",
+        "lora",
+        "--recover-adapter",
+        "freeze",
+        "--recover-steps",
+        "2",
+        "--lr",
+        "1e-2",
+    )
+    assert report["recovery"]["adapter"] == "freeze" and report["recovery"]["steps"] == 2
+    recovery = (out / "recovery" / "config.yaml").read_text()
+    assert "freeze_train_layers: 3" in recovery  # all 3 layers left after the prune, not the default 2
+    pruned, recovered = load_file(out / "pruned" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert torch.equal(pruned["model.embed_tokens.weight"], recovered["model.embed_tokens.weight"])
+    for i in range(3):  # every layer moved, the first included
+        key = f"model.layers.{i}.mlp.down_proj.weight"
+        assert not torch.equal(pruned[key], recovered[key])

@@ -115,7 +115,9 @@ def register(app: typer.Typer) -> None:
         recover_minutes: float = typer.Option(
             None, "--recover-minutes", help="Time budget of the recovery run (stops early; the LR decays in time)."
         ),
-        recover_adapter: str = typer.Option(None, "--recover-adapter", help="lora | full: what recovery trains."),
+        recover_adapter: str = typer.Option(
+            None, "--recover-adapter", help="lora | full | freeze (all layers, no embeddings): what recovery trains."
+        ),
         learning_rate: float = typer.Option(None, "--lr", help="Recovery learning rate."),
         out: Path = typer.Option(None, "--out", help="Output folder (default pruned/<model>-<method>)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out (once done)."),

@@ -148,6 +148,12 @@ def recovery_config(config: PruneConfig, base: Path, runs: Path) -> Any:
     from tunelab.methods import METHODS
 
     recover = config.recover
+    adapter = recover.adapter
+    if adapter.type == "freeze" and "freeze_train_layers" not in adapter.model_fields_set:
+        # recovery repairs every layer: all of them train, only the (often tied) embeddings stay frozen
+        layers = json.loads((base / "config.json").read_text())
+        layers = layers.get("text_config", layers)["num_hidden_layers"]
+        adapter = adapter.model_copy(update={"freeze_train_layers": layers})
     method_args = dict(recover.method_args)
     method = "sft"
     if recover.recover == "distill":
@@ -163,7 +169,7 @@ def recovery_config(config: PruneConfig, base: Path, runs: Path) -> Any:
             name="recovery",
             output_dir=str(runs),
             model=config.model.model_copy(update={"name": str(base), "dtype": "auto"}),
-            adapter=recover.adapter,
+            adapter=adapter,
             data=config.data,
             training=recover.training,
             method_args=method_args,
