@@ -1,6 +1,6 @@
 """Pruning the bundled SmolLM2-135M: what each method saves, and how far a short recovery brings it back.
 
-Two parts (``--part sizes``, ``--part recover`` or both, the default):
+Two parts (``--part sizes``, ``--part recover`` or both, the default), and ``--part refit``:
 
 * **sizes**: depth (drop the lowest-scoring layers), width (narrow every MLP) and magnitude (50%
   zeros) pruning of the same base, about 20% of the parameters for the structured ones. For each:
@@ -14,6 +14,8 @@ Two parts (``--part sizes``, ``--part recover`` or both, the default):
   with a recovery run (``--recover distill|lora``, ``--recover-steps``), printing the perplexity
   before, after pruning and after recovery, and the recovery's wall time. Target: perplexity
   ≤ 1.15x the base within 30 minutes of CPU recovery.
+* **refit**: the width prune to ``--keep`` channels without the least-squares ``down_proj`` refit and
+  with it at each ridge of ``--damps`` (held-out perplexity, no recovery).
 
 Data: answers sampled (temperature 1) from the unpruned model for the prompts of
 ``examples/data/*prompts*.jsonl`` and the quickstart questions, written once to
@@ -230,6 +232,21 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
     return rows
 
 
+def refit_sweep(args, base, data) -> list[dict]:
+    """Held-out perplexity of the width prune to ``--keep`` channels without refit and with each ``--damps`` ridge."""
+    keep = kept_width(base.config.intermediate_size, args.keep)
+    grams = down_grams(base, data.batches())
+    index = channels_to_keep(channel_importance(base, data.batches(), grams), keep)
+    rows = []
+    for damp in [None, *args.damps]:
+        model = copy.deepcopy(base)
+        prune_channels(model, index, None if damp is None else grams, damp or 0.0)
+        rows.append({"keep": keep, "refit_damp": damp, "perplexity": perplexity(model, data)})
+        print(json.dumps(rows[-1]), flush=True)
+        del model
+    return rows
+
+
 def pick(args, base, data) -> list[dict]:
     """Held-out perplexity before recovery of each ``--pick DROP,KEEP`` prune; sets ``args`` to the lowest one's."""
     rows = []
@@ -320,7 +337,10 @@ def recover(args, corpus_path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["sizes", "recover", "both"], default="both")
+    parser.add_argument("--part", choices=["sizes", "recover", "both", "refit"], default="both")
+    parser.add_argument(
+        "--damps", type=lambda v: [float(x) for x in v.split(",")], default=[0.1, 0.01, 0.001, 0.0001], help="refit"
+    )
     parser.add_argument("--drop-layers", type=int, default=8, help="depth: layers dropped (8 of 30 = ~21%% params)")
     parser.add_argument("--keep", type=float, default=0.66, help="width: MLP channels kept (1536 -> 1024: ~20%%)")
     parser.add_argument(
@@ -375,6 +395,9 @@ def main() -> None:
     results["corpus"] = {"file": corpus_path.name, "calibration": len(data.calibration), "held_out": len(data.held_out)}
     if args.part in ("sizes", "both"):
         results["sizes"] = sizes(args, model, tokenizer, data)
+        results_file.write_text(json.dumps(results, indent=2))
+    if args.part == "refit":
+        results["refit"] = {"calib_rows": len(data.calibration), "rows": refit_sweep(args, model, data)}
         results_file.write_text(json.dumps(results, indent=2))
     if args.part in ("recover", "both"):
         picked = pick(args, model, data) if args.pick else None
