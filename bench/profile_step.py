@@ -106,9 +106,9 @@ def memory_phases(cfg, tmp: Path, micro_batch: int, steps: int = 2) -> None:
         cfg.model,
         cfg.adapter,
         for_training=True,
-        gradient_checkpointing=activations.checkpoint_fraction(cfg.training) > 0,
+        gradient_checkpointing=activations.checkpoint_fraction(cfg.training, cfg.adapter.type) > 0,
     )
-    print(activations.apply(model, cfg.training))
+    print(activations.apply(model, cfg.training, cfg.adapter.type))
     _phase("load")
     method = SFT(cfg, model, tok, tmp)
     rows = method.build_datasets().train

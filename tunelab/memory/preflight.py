@@ -14,7 +14,7 @@ from tunelab.memory.fit import find_fit
 from tunelab.memory.profiles import DEFAULT_PROFILE, find_profile, mechanism_fields
 from tunelab.memory.sources import load_model_source
 from tunelab.memory.trainable import AdapterShape
-from tunelab.memory.training import TrainSpec, plan_training, planner_precision
+from tunelab.memory.training import TrainSpec, checkpoint_fraction, plan_training, planner_precision
 from tunelab.methods.args import planner_reference
 
 
@@ -55,7 +55,7 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
         seq_len=config.data.max_length,
         gradient_accumulation=t.gradient_accumulation,
         gradient_checkpointing=t.gradient_checkpointing or t.checkpoint_fraction >= 1,
-        checkpoint_fraction=t.checkpoint_fraction,
+        checkpoint_fraction=checkpoint_fraction(t, a.type),
         lean_activations=t.lean_activations,
         optimizer=t.optimizer,
         precision=_precision(config, device),

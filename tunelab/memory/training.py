@@ -65,6 +65,19 @@ def planner_precision(weights: str, compute: str) -> str:
     return "fp32" if compute == "fp32" else "mixed"
 
 
+#: Adapters peft refuses to combine with gradient checkpointing: ``training.checkpoint_fraction`` (a
+#: memory default) is not applied to them; ``gradient_checkpointing: true`` still reaches peft's error.
+UNCHECKPOINTABLE = frozenset({"prefix_tuning"})
+
+
+def checkpoint_fraction(training, adapter: str | None = None) -> float:
+    """The share of decoder layers the loop recomputes in backward (tunelab/train/activations.py)
+    for a ``training`` config section and an adapter type."""
+    if training.gradient_checkpointing:
+        return 1.0
+    return 0.0 if adapter in UNCHECKPOINTABLE else float(training.checkpoint_fraction)
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything about a training run that decides its memory (see the module docstring)."""

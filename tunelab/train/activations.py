@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from tunelab.memory.training import checkpoint_fraction  # torch-free: the planner reads it too
 from tunelab.train.lean_mlp import fuse_gated_mlps
 from tunelab.train.lora_dropout import fold_lora_dropout
 
@@ -104,12 +105,7 @@ def grouped_kv_in_sdpa(device: str) -> bool:
     return os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
 
 
-def checkpoint_fraction(args) -> float:
-    """The fraction of decoder layers recomputed in backward for a ``training`` config."""
-    return 1.0 if args.gradient_checkpointing else float(args.checkpoint_fraction)
-
-
-def apply(model: nn.Module, args) -> ActivationMemory:
+def apply(model: nn.Module, args, adapter: str | None = None) -> ActivationMemory:
     """Apply the ``training`` config's activation-memory levers to a freshly loaded model."""
     lean = args.lean_activations
     folded = fold_lora_dropout(model) if lean else 0
@@ -117,5 +113,5 @@ def apply(model: nn.Module, args) -> ActivationMemory:
     mapped = map_large_blocks() if args.map_large_blocks else False
     device = next(model.parameters()).device.type
     grouped = grouped_kv_in_sdpa(device) if lean else False
-    checkpointed, layers = checkpoint_first_layers(model, checkpoint_fraction(args))
+    checkpointed, layers = checkpoint_first_layers(model, checkpoint_fraction(args, adapter))
     return ActivationMemory(folded, fused, checkpointed, layers, mapped, grouped)

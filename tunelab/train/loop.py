@@ -250,9 +250,9 @@ def _setup(config: RunConfig, resume: bool, force: bool):
         config.adapter,
         for_training=True,
         device=device,
-        gradient_checkpointing=activations.checkpoint_fraction(config.training) > 0,
+        gradient_checkpointing=activations.checkpoint_fraction(config.training, config.adapter.type) > 0,
     )
-    activations.apply(model, config.training)  # LoRA dropout masks, fused SwiGLU, partial checkpointing
+    activations.apply(model, config.training, config.adapter.type)  # dropout masks, SwiGLU, checkpointing
     method = method_cls(config, model, tokenizer, distributed.scratch_dir(ranks, run_dir))
     datasets = method.build_datasets()
     if len(datasets.train) == 0:
