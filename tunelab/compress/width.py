@@ -36,7 +36,8 @@ from tunelab.errors import ConfigError, ModelError
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 #: Ridge of the refit, relative to the mean kept activation energy. SmolLM2-135M, MLP 1536 -> 992, 128
 #: calibration rows, held-out perplexity (base 19.55; no refit 60.85): damp 1e-1 73.1, 1e-2 46.6, 1e-3 42.3,
-#: 1e-4 41.4 (a one-off check, docs/compress.md); 1e-3 keeps the solve well-conditioned on small sets.
+#: 1e-4 41.4 (`python bench/prune.py --part refit --corpus-rows 320 --answer-tokens 64 --calib-rows 128
+#: --keep 992`); 1e-3 keeps the solve well-conditioned on small calibration sets.
 REFIT_DAMP = 1e-3
 
 
