@@ -40,7 +40,14 @@ import torch
 from tunelab.compress.calib import load_calibration, perplexity
 from tunelab.compress.magnitude import apply_masks, magnitude_masks
 from tunelab.compress.prune import drop_layers, layer_scores, lowest
-from tunelab.compress.width import channel_importance, channels_to_keep, down_grams, kept_width, prune_channels
+from tunelab.compress.width import (
+    channel_importance,
+    channels_to_keep,
+    down_grams,
+    enough_for_refit,
+    kept_width,
+    prune_channels,
+)
 from tunelab.config import DataArgs, ModelArgs
 from tunelab.models.load import load_model
 
@@ -155,6 +162,8 @@ def structured(model, data, drop: int, keep: int | None, refit: bool = True) -> 
     if dropped:
         drop_layers(model, dropped)
     if keep and keep < model.config.intermediate_size:
+        tokens = sum(len(row.input_ids) for row in data.calibration)
+        refit = refit and enough_for_refit(tokens, model.config.intermediate_size)  # as tunelab prune
         grams = down_grams(model, data.batches()) if refit else None
         prune_channels(model, channels_to_keep(channel_importance(model, data.batches(), grams), keep), grams)
     return model, dropped

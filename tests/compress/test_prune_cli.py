@@ -74,7 +74,7 @@ def test_width_prune_narrows_every_mlp(width_out):
     from transformers import AutoModelForCausalLM
 
     out, report = width_out
-    assert report["removed"] == {"intermediate_size_before": 192, "intermediate_size": 96}
+    assert report["removed"] == {"intermediate_size_before": 192, "intermediate_size": 96, "refit": True}
     loaded = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32)
     assert loaded.config.intermediate_size == 96
     for layer in decoder_layers(loaded):

@@ -116,3 +116,10 @@ def test_freeze_recovery_trains_every_layer_but_not_the_embeddings(tmp_path):
     for i in range(3):  # every layer moved, the first included
         key = f"model.layers.{i}.mlp.down_proj.weight"
         assert not torch.equal(pruned[key], recovered[key])
+
+
+def test_refit_is_skipped_with_too_few_calibration_tokens(tmp_path):
+    report = run_prune(tmp_path / "few", "--method", "width", "--keep", "0.5", "--recover", "none", "--calib-rows", "2")
+    assert report["removed"]["refit"] is False
+    assert report["notes"] == [report["removed"]["refit_skipped"]]
+    assert "fewer than 4 per MLP channel (192)" in report["notes"][0] and "fix:" in report["notes"][0]

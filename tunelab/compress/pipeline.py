@@ -118,15 +118,22 @@ def apply_prune(model: Any, config: PruneConfig, data: CalibrationSet) -> dict[s
         drop_layers(model, drop)
         removed = {"layers_before": len(scores), "dropped_layers": drop, "layer_scores": [round(s, 6) for s in scores]}
     if args.method in ("width", "depth+width"):  # after a depth prune, the channels are scored in the shorter model
+        from tunelab.compress import width
         from tunelab.compress.prune import text_config
-        from tunelab.compress.width import channel_importance, channels_to_keep, down_grams, kept_width, prune_channels
 
         before = text_config(model).intermediate_size
-        keep = kept_width(before, args.keep)
-        grams = down_grams(model, data.batches()) if args.refit else None
-        scores = channel_importance(model, data.batches(), grams)
-        prune_channels(model, channels_to_keep(scores, keep), grams)
-        removed.update(intermediate_size_before=before, intermediate_size=keep, refit=args.refit)
+        keep = width.kept_width(before, args.keep)
+        tokens = sum(len(row.input_ids) for row in data.calibration)
+        refit = args.refit and width.enough_for_refit(tokens, before)
+        grams = width.down_grams(model, data.batches()) if refit else None
+        scores = width.channel_importance(model, data.batches(), grams)
+        width.prune_channels(model, width.channels_to_keep(scores, keep), grams)
+        removed.update(intermediate_size_before=before, intermediate_size=keep, refit=refit)
+        if args.refit and not refit:
+            removed["refit_skipped"] = (
+                f"refit skipped: {tokens} calibration tokens are fewer than {width.REFIT_TOKENS_PER_CHANNEL} per MLP "
+                f"channel ({before}); a least-squares fit on so few overfits them. fix: more --calib-rows or data"
+            )
     if removed:
         return removed
     from tunelab.compress.magnitude import apply_masks, magnitude_masks
@@ -248,6 +255,8 @@ def prune(config: PruneConfig, *, overwrite: bool = False, log: Callable[[str], 
         masks = removed.pop("masks", None)
         stages.append(measure("pruned", model, data, sparse))
         log(f"pruned ({config.prune.method}): {_describe(removed)}")
+        if "refit_skipped" in removed:
+            log(removed["refit_skipped"])
         recovery = None
         if config.recover.recover == "none":
             _save(model, tokenizer, tmp / "model")
@@ -263,7 +272,7 @@ def prune(config: PruneConfig, *, overwrite: bool = False, log: Callable[[str], 
             _save(model, tokenizer, tmp / "model")
             _relocate_run(tmp / "recovery", tmp, out)
         write_run_files(config, tmp, out, tokenizer)
-        notes = []
+        notes = [removed["refit_skipped"]] if "refit_skipped" in removed else []
         if sparse:
             notes.append("magnitude masks are zeros in dense weights: they shrink neither the file nor the decode time")
         report = PruneReport(config.model.name, config.prune.method, str(out), stages, removed, recovery, notes)
