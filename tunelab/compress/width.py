@@ -41,7 +41,7 @@ MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 REFIT_DAMP = 1e-3
 #: Calibration tokens per MLP channel below which the refit is skipped: fitted on too few tokens it
 #: overfits them. Same prune and ridge, 36 rows (~2 tokens per channel): perplexity 91.6 without the
-#: refit, 124.9 with it; 128 rows (~7 per channel): 60.85 without, 42.35 with (bench/prune.py --part refit).
+#: refit, 124.9 with it; 128 rows (~8 per channel): 60.85 without, 42.35 with (bench/prune.py --part refit).
 REFIT_TOKENS_PER_CHANNEL = 4
 
 
