@@ -161,9 +161,9 @@ class TrainArgs(Section):
         "recomputed (tunelab/train/activations.py).",
     )
     map_large_blocks: bool = Field(
-        True,
-        description="glibc: map blocks of 1 MiB and more from the OS, so freed activations leave the resident set "
-        "(tunelab/train/activations.py).",
+        False,
+        description="glibc: map blocks of 1 MiB and more from the OS, so freed activations leave the resident set; "
+        "costs a page fault per 4 KiB of each new activation (bench/alloc_faults.py, tunelab/train/activations.py).",
     )
     group_by_length: bool = Field(
         False,

@@ -22,7 +22,7 @@ def losses(run_dir) -> list[float]:
 
 def test_defaults_are_lean_with_a_tenth_checkpointed():
     t = load_config(None, ["model.name=tiny"]).training
-    assert t.lean_activations and t.map_large_blocks and t.checkpoint_fraction == 0.1
+    assert t.lean_activations and not t.map_large_blocks and t.checkpoint_fraction == 0.1
     assert activations.checkpoint_fraction(t) == 0.1
     assert activations.checkpoint_fraction(t, "prefix_tuning") == 0  # peft refuses checkpointing there
     full = load_config(None, ["model.name=tiny", "training.gradient_checkpointing=true"]).training

@@ -15,7 +15,10 @@ and phase by phase by ``bench/profile_step.py --memory``:
    activations interleaved with live ones cannot be returned; the resident set then stays at the
    step's worst fragmentation. Allocations of ``MMAP_THRESHOLD`` bytes or more are mapped and
    unmapped by the kernel instead, so resident memory follows the live tensors (as in
-   bench/memory_train.py); the cost is page faults on each new activation.
+   bench/memory_train.py). Off by default: each new activation then costs a page fault per 4 KiB
+   page, which on this VM made a step ~2x slower (bench/README.md; ``bench/alloc_faults.py``: 2.9x
+   the heap per 25 MB allocate + multiply; with glibc's transparent-huge-page tunable, which only
+   works when set before the process starts, 0.8x).
 3. **Grouped-query attention without repeated keys** (``training.lean_activations``, CPU): with a
    mask (packed rows, padding), transformers repeats each key/value head for every query head it
    serves before SDPA, and SDPA saves the repeated copies; torch's CPU flash kernel takes the
