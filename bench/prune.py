@@ -263,7 +263,8 @@ def pick(args, base, data) -> list[dict]:
         drop, keep = (int(x) for x in spec.split(","))
         model = structured(copy.deepcopy(base), data, drop, keep, args.refit)[0]
         row = {"drop_layers": drop, "keep": keep, "params_ratio": model.num_parameters() / base.num_parameters()}
-        row["refit"] = args.refit and keep < base.config.intermediate_size
+        width, tokens = base.config.intermediate_size, sum(len(r.input_ids) for r in data.calibration)
+        row["refit"] = args.refit and keep < width and enough_for_refit(tokens, width)
         row["perplexity"] = perplexity(model, data)
         rows.append(row)
         print(json.dumps(row), flush=True)
