@@ -7,7 +7,9 @@ glibc's default (the block comes back from the heap), ``M_MMAP_THRESHOLD`` = 1 M
 fault per 4 KiB page on first touch), and the same with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
 (glibc advises transparent huge pages on its mappings: one fault per 2 MiB). On a VM where
 page faults are expensive the second costs several times the arithmetic; THP takes most of
-that back, but glibc reads its tunables only at process start.
+that back, but glibc reads its tunables only at process start. torch's own switch,
+``THP_MEM_ALLOC_ENABLE=1`` (2 MiB-aligned blocks with ``madvise(MADV_HUGEPAGE)``), is read at its
+first allocation, so a command can set it before it imports torch.
 
 Run: ``python bench/alloc_faults.py [--repeats 100]`` (one thread; seconds).
 """
@@ -39,12 +41,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=100)
     a = p.parse_args()
     rows = [("glibc default (heap)", False, None), ("mmap >= 1 MiB", True, None)]
-    rows.append(("mmap >= 1 MiB + THP (GLIBC_TUNABLES)", True, "glibc.malloc.hugetlb=1"))
+    rows.append(("mmap >= 1 MiB + THP (GLIBC_TUNABLES)", True, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}))
+    rows.append(("mmap >= 1 MiB + THP (torch's THP_MEM_ALLOC_ENABLE)", True, {"THP_MEM_ALLOC_ENABLE": "1"}))
     base = None
     for name, mapped, tunables in rows:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        if tunables:
-            env["GLIBC_TUNABLES"] = tunables
+        env.update(tunables or {})
         code = CHILD.format(mapped=mapped, repeats=a.repeats)
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         ms = float(done.stdout)

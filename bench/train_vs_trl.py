@@ -16,6 +16,7 @@ Columns:
   (``training.group_by_length``: batches of similar length), ``gc`` (gradient checkpointing),
   ``ckpt<fraction>`` (``training.checkpoint_fraction``: that share of the layers checkpointed),
   ``fat`` (``training.lean_activations=false``), ``heap`` (``training.map_large_blocks=false``),
+  ``mapped`` (``training.map_large_blocks=true``),
   e.g. ``tunelab+grouped``, ``tunelab+packing+ckpt0.3``;
 * ``trl-defaults``: ``SFTTrainer`` / ``DPOTrainer`` defaults, changed only where this CPU
   requires it: fp32 (TRL defaults to bf16 autocast, which on an AVX2 CPU without AVX-512 BF16
@@ -59,6 +60,7 @@ LEVERS = {
     "gc": ["training.gradient_checkpointing=true"],
     "fat": ["training.lean_activations=false"],  # peft's LoRA dropout and the plain MLP (tunelab/train/activations.py)
     "heap": ["training.map_large_blocks=false"],  # glibc's own mmap threshold
+    "mapped": ["training.map_large_blocks=true"],  # blocks >= 1 MiB mapped (huge pages: tunelab/utils/allocator.py)
 }
 #: ``ckpt<fraction>`` (e.g. ``tunelab+packing+ckpt0.3``): ``training.checkpoint_fraction``
 CKPT_LEVER = "ckpt"
@@ -302,6 +304,10 @@ def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict
 
 
 def child(a: argparse.Namespace) -> None:
+    if a.child.startswith("tunelab"):  # as tunelab's CLI does before torch loads
+        from tunelab.utils.allocator import prefer_huge_pages
+
+        prefer_huge_pages()
     if a.threads:
         import torch
 
