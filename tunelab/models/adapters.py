@@ -114,7 +114,12 @@ def _peft(model: nn.Module, args: AdapterArgs, tokenizer_path: str, gradient_che
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            # peft passes {} on, so torch would warn at every checkpointed layer; load_model's choice
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     return get_peft_model(model, PEFT_CONFIGS.get(args.type)(args, model, tokenizer_path))
