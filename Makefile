@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(BIN)/tunelab quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not gpu"
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow"
