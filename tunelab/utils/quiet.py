@@ -82,6 +82,9 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt: inputs will be cast.*")
+    # tunelab asks for use_reentrant=False where it enables checkpointing (models/load.py, adapters.py); a
+    # checkpoint reached on a QLoRA base still warns once per layer and step (source not found yet)
+    warnings.filterwarnings("ignore", message="torch.utils.checkpoint: the use_reentrant parameter should be passed")
     try:
         from transformers.utils import logging as hf_logging
 
