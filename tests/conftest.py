@@ -11,12 +11,6 @@ import pytest
 # `auto` is fp32 everywhere, as the explicit fp32 of most tests. CLI subprocesses inherit it.
 os.environ.setdefault("TUNELAB_PRECISION_PROBE", '{"fp32": 100.0, "bf16": 10.0, "fp16": 10.0}')
 
-# `make test` runs the suite in two pytest-xdist workers on two cores: one compute thread each (and in
-# the CLI subprocesses they start), so that the workers' thread pools do not oversubscribe the cores.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("MKL_NUM_THREADS", "1")
-
 
 def pytest_collection_modifyitems(config, items):
     import torch
