@@ -54,7 +54,7 @@ def spec_from_config(config: RunConfig, device: str = "cpu") -> TrainSpec:
         batch_size=t.micro_batch_size,
         seq_len=config.data.max_length,
         gradient_accumulation=t.gradient_accumulation,
-        gradient_checkpointing=t.gradient_checkpointing or t.checkpoint_fraction >= 1,
+        gradient_checkpointing=checkpoint_fraction(t, a.type) >= 1,  # the loop's rule (prefix tuning: never)
         checkpoint_fraction=checkpoint_fraction(t, a.type),
         lean_activations=t.lean_activations,
         optimizer=t.optimizer,
