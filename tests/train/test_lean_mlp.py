@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from test_lora_dropout import P, batch, lora_model, loss_and_grads, saved_bytes
 
 from tunelab.train.lean_mlp import _SwiGLUDownA, fuse_gated_mlps
-from tunelab.train.lora_dropout import fold_lora_dropout
+from tunelab.train.lora_dropout import draw_seed, fold_lora_dropout, keep_mask
 
 
 def test_function_equals_the_unfused_ops():
@@ -22,7 +22,7 @@ def test_function_equals_the_unfused_ops():
     grads = torch.autograd.grad((h * gh).sum() + (a * ga).sum(), (g, u, w))
     torch.manual_seed(7)
     ref_h = F.silu(g) * u
-    mask = torch.empty(ref_h.shape, dtype=torch.bool).bernoulli_(1 - P)
+    mask = keep_mask(ref_h.shape, 1 - P, draw_seed())
     ref_a = F.linear(ref_h * mask / (1 - P), w)
     ref = torch.autograd.grad((ref_h * gh).sum() + (ref_a * ga).sum(), (g, u, w))
     torch.testing.assert_close(h, ref_h)

@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
-from tunelab.train.lora_dropout import MaskedDropoutLinear, _MaskedDropLinear, fold_lora_dropout
+from tunelab.train.lora_dropout import MaskedDropoutLinear, _MaskedDropLinear, draw_seed, fold_lora_dropout, keep_mask
 
 P = 0.3
 
@@ -23,8 +23,7 @@ class BoolMaskDropout(nn.Module):
         self.p = p
 
     def forward(self, x):
-        mask = torch.empty(x.shape, dtype=torch.bool).bernoulli_(1 - self.p)
-        return x * mask / (1 - self.p)
+        return x * keep_mask(x.shape, 1 - self.p, draw_seed()) / (1 - self.p)
 
 
 def lora_model(tiny_model, dropout: float = P):
@@ -54,7 +53,7 @@ def test_function_equals_dropout_then_linear_for_the_same_mask():
     out = _MaskedDropLinear.apply(x, w, P)
     gx, gw = torch.autograd.grad(out, (x, w), g_out)
     torch.manual_seed(1)
-    mask = torch.empty(x.shape, dtype=torch.bool).bernoulli_(1 - P)
+    mask = keep_mask(x.shape, 1 - P, draw_seed())
     ref = F.linear(x * mask / (1 - P), w)
     rx, rw = torch.autograd.grad(ref, (x, w), g_out)
     assert 0 < int(mask.sum()) < mask.numel()  # the mask drops some elements and keeps others
@@ -73,7 +72,8 @@ def test_keep_rate_and_scaling_are_dropouts():
     values = set(out.unique().tolist())
     assert values <= {0.0, 1 / (1 - P)} or torch.allclose(out.unique(), torch.tensor([0.0, 1 / (1 - P)]))
     kept = float((out != 0).float().mean())
-    # 1e6 Bernoulli(0.7) draws: standard deviation 4.6e-4, so 5 sigma is 2.3e-3
+    # 1e6 Bernoulli(0.7) draws: standard deviation 4.6e-4, so 5 sigma is 2.3e-3 (the keep rate's
+    # rounding to 1/65536 moves it by at most 7.6e-6)
     assert abs(kept - (1 - P)) < 2.3e-3
     assert abs(float(out.mean()) - 1.0) < 2.3e-3 / (1 - P)  # inverted scaling keeps the mean
 
@@ -141,7 +141,20 @@ def saved_bytes(model, ids, dtype: torch.dtype | None = None, **inputs) -> int:
     return sum(seen.values())
 
 
-def test_saves_a_bool_mask_instead_of_two_fp32_copies(tiny_model):
+def test_keep_mask_is_a_function_of_its_seed_with_the_rounded_keep_rate():
+    a, b = keep_mask((300, 301), 0.9, seed=11), keep_mask((300, 301), 0.9, seed=11)
+    assert a.dtype == torch.bool and a.shape == (300, 301) and torch.equal(a, b)
+    assert not torch.equal(a, keep_mask((300, 301), 0.9, seed=12))
+    # keep 0.95 is 62259.2 / 65536 -> 62259 lanes of 65536 below the threshold: P = 0.949997
+    rate = float(keep_mask((4_000_000,), 0.95, seed=3).float().mean())
+    assert abs(rate - 62259 / 65536) < 5 * (0.95 * 0.05 / 4e6) ** 0.5
+    assert not keep_mask((1000,), 0.0, seed=1).any() and keep_mask((1000,), 1.0, seed=1).all()
+    # elements are independent: neighbouring lanes of one 64-bit word agree as often as chance says
+    m = keep_mask((4, 1_000_000), 0.5, seed=5).float()
+    assert abs(float((m[:, :-1] == m[:, 1:]).float().mean()) - 0.5) < 5 * (0.25 / 4e6) ** 0.5
+
+
+def test_saves_neither_a_mask_nor_fp32_copies(tiny_model):
     model = lora_model(tiny_model)
     model.train()
     ids = batch()
@@ -153,8 +166,8 @@ def test_saves_a_bool_mask_instead_of_two_fp32_copies(tiny_model):
     assert saved_bytes(model, ids, torch.bool) == 0
     fold_lora_dropout(model)
     lean = saved_bytes(model, ids)
-    assert saved_bytes(model, ids, torch.bool) == widths  # one byte per dropout element
+    assert saved_bytes(model, ids, torch.bool) == 0  # the mask is redrawn from its seed in backward
     # peft saves a fp32 keep-mask (where the input needs a gradient) and the fp32 dropped copy
-    # per dropout element; folded: the bool mask, plus the (shared) fp32 input per linear group
-    assert plain - lean >= 4 * widths
+    # per dropout element; folded: only the (shared) fp32 input per linear group
+    assert plain - lean >= 5 * widths
     assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"], MaskedDropoutLinear)

@@ -11,7 +11,8 @@ attention, SwiGLU MLP) under PyTorch autograd — with the facts that change it:
 * under autocast with fp32 weights every linear casts its input to 16 bits *separately*, and
   the cast copy is what is saved (q, k and v each keep one); the fp32 residual stream is
   saved by the RMSNorm (``x.pow(2)``), which computes in fp32 whatever the dtype;
-* LoRA's dropout keeps a 1-byte mask plus its output (cast to 16 bits under autocast);
+* peft's LoRA dropout keeps a mask plus its output (cast to 16 bits under autocast); folded into
+  ``lora_A`` (``lean``, tunelab/train/lora_dropout.py) it keeps only a seed;
   DoRA also keeps the base and LoRA outputs, which its magnitude multiplies;
 * attention: SDPA / flash keep q, k, v (K/V at their GQA size), the output and a fp32
   log-sum-exp per head; eager attention repeats K/V to every query head and also keeps the
@@ -115,9 +116,9 @@ def linear_group_bytes(
                 shared = True
         if name in t.lora_targets:
             kept = lora_input_bytes(setup, width)
-            if setup.lean and setup.lora_dropout and not t.dora:  # a bool mask and the adapter-dtype input:
+            if setup.lean and setup.lora_dropout and not t.dora:  # the mask's seed and the adapter-dtype input:
                 shared = shared or in_bytes == setup.adapter_bytes  # the layer input itself, once per group,
-                kept = width + (0 if in_bytes == setup.adapter_bytes else setup.adapter_bytes * width)  # or a cast
+                kept = 0 if in_bytes == setup.adapter_bytes else setup.adapter_bytes * width  # or a cast
             elif kept == 0:  # fp32 input, no dropout, no autocast: lora_A keeps the input itself
                 shared = shared or in_bytes == setup.adapter_bytes
                 kept = 0 if in_bytes == setup.adapter_bytes else setup.adapter_bytes * width
@@ -165,8 +166,8 @@ def mlp_bytes(setup: ActivationSetup) -> float:
     a, c, r = setup.arch, setup.compute_bytes, setup.residual_bytes
     h, i = a.hidden_size, a.intermediate_size
     per_expert = 3 * c * i + linear_group_bytes(setup, i, ("down_proj",), c)
-    if _fused_swiglu(setup):  # gate and up only; a dropout mask and A h for the LoRA down_proj
-        per_expert = 2 * c * i + (i if setup.lora_dropout else 0) + c * setup.lora_rank
+    if _fused_swiglu(setup):  # gate and up only, and A h for the LoRA down_proj (its dropout mask is redrawn)
+        per_expert = 2 * c * i + c * setup.lora_rank
     if not a.num_experts:
         return linear_group_bytes(setup, h, ("gate_proj", "up_proj"), r) + per_expert
     k = a.experts_per_token

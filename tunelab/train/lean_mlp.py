@@ -6,8 +6,8 @@ token for backward: ``gate(x)`` (for silu), ``silu(gate(x))`` and ``up(x)`` (for
 the product ``h`` (the input of ``down``'s LoRA ``A``, with the LoRA dropout folded in:
 tunelab/train/lora_dropout.py). With ``intermediate = 8/3 hidden`` those four are ~half of
 everything a LoRA step saves. Here the activation, the product and ``down``'s LoRA ``A`` (with its
-dropout) are one autograd function that saves ``gate(x)``, ``up(x)`` and the 1-byte dropout mask,
-and recomputes ``silu`` and ``h`` in backward (two elementwise passes over the intermediate
+dropout) are one autograd function that saves ``gate(x)``, ``up(x)`` and the dropout mask's seed,
+and recomputes ``silu``, ``h`` and the mask in backward (two elementwise passes over the intermediate
 width, cheap next to the three matmuls around them). The frozen base ``down`` keeps only its
 weight. Same values and gradients for the same dropout mask.
 
@@ -23,28 +23,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tunelab.train.lora_dropout import MaskedDropoutLinear
+from tunelab.train.lora_dropout import MaskedDropoutLinear, dropout_mask, redraw_mask
 
 #: Activation modules that compute exactly ``F.silu`` (torch's and transformers').
 SILU = ("SiLU", "SiLUActivation")
 
 
 class _SwiGLUDownA(torch.autograd.Function):
-    """``h = silu(g) * u`` and ``A(dropout(h))``; saves ``g``, ``u`` and a bool mask, not ``h``."""
+    """``h = silu(g) * u`` and ``A(dropout(h))``; saves ``g``, ``u`` and the mask's seed, not ``h``."""
 
     @staticmethod
     def forward(ctx, g: Tensor, u: Tensor, weight: Tensor, p: float):
         h = F.silu(g) * u
         scale = 1.0 / (1.0 - p)
-        mask = torch.empty(h.shape, dtype=torch.bool, device=h.device).bernoulli_(1.0 - p) if p > 0 else None
+        mask = dropout_mask(ctx, h, p) if p > 0 else None
         a = F.linear(h if mask is None else (h * mask).mul_(scale), weight)
-        ctx.save_for_backward(g, u, weight, mask)
-        ctx.scale = scale
+        ctx.save_for_backward(g, u, weight)
+        ctx.scale, ctx.p = scale, p
         return h, a
 
     @staticmethod
     def backward(ctx, grad_h: Tensor | None, grad_a: Tensor | None):
-        g, u, weight, mask = ctx.saved_tensors
+        g, u, weight = ctx.saved_tensors
+        mask = redraw_mask(ctx, g, ctx.p) if ctx.p > 0 else None
         sig = torch.sigmoid(g)
         silu = g * sig
         grad_w = None
