@@ -12,7 +12,7 @@ optimizer step, and what autograd saves for backward by (shape, dtype) with
 e.g. ``training.lean_activations=false``).
 
 Run: ``python bench/profile_step.py [--packing] [--micro-batch 8] [--max-length 512] [--rows 20]
-[--memory [training.key=value ...]]``
+[--steps 2] [--memory [training.key=value ...]]``
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--steps", type=int, default=2, help="training steps with --memory")
     p.add_argument("--memory", nargs="*", default=None, help="peak RSS per phase and saved tensors (+ overrides)")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -59,7 +60,7 @@ def main() -> None:
         ],
     )
     if a.memory is not None:
-        memory_phases(cfg, tmp, a.micro_batch)
+        memory_phases(cfg, tmp, a.micro_batch, a.steps)
         return
     model, tok = load_model(cfg.model, cfg.adapter, for_training=True)
     method = SFT(cfg, model, tok, tmp)

@@ -61,6 +61,7 @@ LEVERS = {
     "fat": ["training.lean_activations=false"],  # peft's LoRA dropout and the plain MLP (tunelab/train/activations.py)
     "heap": ["training.map_large_blocks=false"],  # glibc's own mmap threshold
     "mapped": ["training.map_large_blocks=true"],  # blocks >= 1 MiB mapped (huge pages: tunelab/utils/allocator.py)
+    "glibc": [],  # TUNELAB_MALLOC=system: glibc's malloc instead of tcmalloc (tunelab/utils/allocator.py)
 }
 #: ``ckpt<fraction>`` (e.g. ``tunelab+packing+ckpt0.3``): ``training.checkpoint_fraction``
 CKPT_LEVER = "ckpt"
@@ -305,8 +306,9 @@ def trl_child(a: argparse.Namespace, column: str, data: Path, out: Path) -> dict
 
 def child(a: argparse.Namespace) -> None:
     if a.child.startswith("tunelab"):  # as tunelab's CLI does before torch loads
-        from tunelab.utils.allocator import prefer_huge_pages
+        from tunelab.utils.allocator import prefer_huge_pages, preload_allocator
 
+        preload_allocator()  # re-executes this child with tcmalloc where installed
         prefer_huge_pages()
     if a.threads:
         import torch
@@ -319,6 +321,9 @@ def child(a: argparse.Namespace) -> None:
         (out / "runs").mkdir(parents=True, exist_ok=True)
         _cpu_clock(out / "runs" / f"{a.method}-{a.child}.cpu.json")
     result = run(a, a.child, data, out)
+    from tunelab.utils.allocator import loaded_allocator
+
+    result["allocator"] = loaded_allocator()
     (out / f"{a.method}-{a.child}.json").write_text(json.dumps(result))
 
 
@@ -331,6 +336,8 @@ def run_column(a: argparse.Namespace, method: str, column: str) -> dict:
     args += ["--steps", str(a.steps), "--micro-batch", str(a.micro_batch), "--accumulation", str(a.accumulation)]
     args += ["--max-length", str(a.max_length), "--precision", a.precision, "--out", a.out, "--threads", str(a.threads)]
     env = {**os.environ, "NO_COLOR": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if "glibc" in column.split("+")[1:]:
+        env["TUNELAB_MALLOC"] = "system"
     start = time.time()
     (Path(a.out) / f"{method}-{column}.partial.json").unlink(missing_ok=True)
     shutil.rmtree(Path(a.out) / "runs" / f"{method}-{column}", ignore_errors=True)  # an earlier run's folder
@@ -388,6 +395,7 @@ def summary(method: str, r: dict) -> dict:
         "wall": r.get("wall_s", r.get("timed_out")),
         "done": None if "timed_out" not in r else f"{len(r['step_s'])}/{r['steps']}",
         "mfu": statistics.mean(m) if (m := [x for x in r.get("mfu", [])[timed] if x is not None]) else None,
+        "allocator": r.get("allocator"),
     }
 
 
@@ -415,6 +423,7 @@ def table(method: str, results: dict[str, dict]) -> str:
     row("non-padding tokens (all steps)", "tokens", lambda v: f"{v}" if v else "-")
     row("MFU (tunelab, steps 2..N)", "mfu", lambda v: f"{100 * v:.1f}%")
     row("process wall s", "wall", lambda v: f"{v:.0f}")
+    row("malloc", "allocator", str)
     for ours in [c for c in cols if c.startswith("tunelab")]:
         for theirs in [c for c in cols if c.startswith("trl")]:
             if ours in s and theirs in s and "speed" in s[ours] and "speed" in s[theirs]:

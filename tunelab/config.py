@@ -157,13 +157,14 @@ class TrainArgs(Section):
     )
     lean_activations: bool = Field(
         True,
-        description="Save less for backward at equal math: LoRA dropout as a 1-byte mask, the SwiGLU product "
+        description="Save less for backward at equal math: LoRA dropout masks redrawn from a seed, the SwiGLU product "
         "recomputed (tunelab/train/activations.py).",
     )
     map_large_blocks: bool = Field(
         False,
-        description="glibc: map blocks of 1 MiB and more from the OS, so freed activations leave the resident set; "
-        "costs a page fault per 4 KiB of each new activation (bench/alloc_faults.py, tunelab/train/activations.py).",
+        description="glibc (TUNELAB_MALLOC=system or no tcmalloc installed): map blocks of 1 MiB and more from the "
+        "OS, so freed activations leave the resident set; costs a page fault per 4 KiB of each new activation "
+        "(bench/alloc_faults.py, tunelab/train/activations.py).",
     )
     group_by_length: bool = Field(
         False,

@@ -80,7 +80,10 @@ def _configure_help() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (used by tests and the console script)."""
-    from tunelab.utils.allocator import prefer_huge_pages
+    from tunelab.utils.allocator import prefer_huge_pages, preload_allocator
+
+    if argv is None:  # the program itself (console script, python -m tunelab), not a test calling in
+        preload_allocator()  # may re-execute the command with tcmalloc (tunelab/utils/allocator.py)
     from tunelab.utils.log import console, error_text
 
     prefer_huge_pages()  # before any command imports torch (tunelab/utils/allocator.py)

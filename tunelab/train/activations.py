@@ -2,15 +2,18 @@
 
 A small model's training peak on CPU is not its weights (0.5 GiB for SmolLM2-135M in fp32) but
 what the forward pass saves for backward (~2 KB per token per layer per adapted linear) and what
-the C allocator keeps after freeing it. Three levers, applied by :func:`apply` from the
+the C allocator keeps after freeing it. Four levers, applied by :func:`apply` from the
 ``training`` config, measured at the issue-13 size in bench/README.md (``bench/train_vs_trl.py``)
 and phase by phase by ``bench/profile_step.py --memory``:
 
-1. **LoRA dropout folded into** ``lora_A`` (``training.lean_activations``): a 1-byte mask
-   instead of two fp32 copies per adapted layer, same math (tunelab/train/lora_dropout.py); and
+1. **LoRA dropout folded into** ``lora_A`` (``training.lean_activations``): a seed, from which
+   backward redraws the mask, instead of two fp32 copies per adapted layer, same math
+   (tunelab/train/lora_dropout.py); and
    the SwiGLU activation, product and LoRA ``down_proj`` input as one function that keeps the two
    gate inputs and recomputes the rest (tunelab/train/lean_mlp.py).
-2. **Large blocks straight from the OS** (``training.map_large_blocks``, glibc only): glibc
+2. **Large blocks straight from the OS** (``training.map_large_blocks``, glibc only; tunelab's
+   CLI normally runs on tcmalloc, which keeps the heap compact without it:
+   tunelab/utils/allocator.py): glibc
    serves blocks under its dynamic mmap threshold (up to 32 MiB) from the heap, where freed
    activations interleaved with live ones cannot be returned; the resident set then stays at the
    step's worst fragmentation. Allocations of ``MMAP_THRESHOLD`` bytes or more are mapped and
@@ -33,6 +36,8 @@ and phase by phase by ``bench/profile_step.py --memory``:
    each checkpointed layer saves ~its share of the activations for ~1/3 of its step time.
    ``training.gradient_checkpointing=true`` is fraction 1. Recomputation replays the RNG state,
    so dropout masks are the same as in the first pass (torch.utils.checkpoint).
+
+A run records the levers it applied and the malloc it ran on in ``memory.json``.
 
 Checked by: tests/train/test_activations.py (same losses and gradients with and without each
 lever, the number of checkpointed layers, saved bytes).
@@ -106,6 +111,15 @@ def grouped_kv_in_sdpa(device: str) -> bool:
         return False
     os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
     return os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+
+
+def record(levers: ActivationMemory) -> dict:
+    """What a run's ``memory.json`` says: the levers applied and the malloc the process runs on."""
+    from dataclasses import asdict
+
+    from tunelab.utils.allocator import loaded_allocator
+
+    return {**asdict(levers), "malloc": loaded_allocator()}
 
 
 def apply(model: nn.Module, args, adapter: str | None = None) -> ActivationMemory:

@@ -252,13 +252,14 @@ def _setup(config: RunConfig, resume: bool, force: bool):
         device=device,
         gradient_checkpointing=activations.checkpoint_fraction(config.training, config.adapter.type) > 0,
     )
-    activations.apply(model, config.training, config.adapter.type)  # dropout masks, SwiGLU, checkpointing
+    levers = activations.apply(model, config.training, config.adapter.type)  # dropout masks, SwiGLU, checkpointing
     method = method_cls(config, model, tokenizer, distributed.scratch_dir(ranks, run_dir))
     datasets = method.build_datasets()
     if len(datasets.train) == 0:
         raise TrainingError("no training items left after data preparation; see data_report.json")
     if ranks.main:
         save_config(config, run_dir / "config.yaml")
+        (run_dir / "memory.json").write_text(json.dumps(activations.record(levers), indent=2))
         (run_dir / "data_report.json").write_text(json.dumps(datasets.report, indent=2, default=str))
     return run_dir, accelerator, model, tokenizer, method, datasets, ranks
 
