@@ -30,6 +30,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main() -> None:
+    from tunelab.utils.allocator import prefer_huge_pages, preload_allocator
+
+    preload_allocator()  # as tunelab's CLI: tcmalloc where installed (TUNELAB_MALLOC=system: glibc)
+    prefer_huge_pages()
     from instruct_data import write
 
     from tunelab.config import load_config
@@ -109,7 +113,7 @@ def memory_phases(cfg, tmp: Path, micro_batch: int, steps: int = 2) -> None:
         for_training=True,
         gradient_checkpointing=activations.checkpoint_fraction(cfg.training, cfg.adapter.type) > 0,
     )
-    print(activations.apply(model, cfg.training, cfg.adapter.type))
+    print(activations.record(activations.apply(model, cfg.training, cfg.adapter.type)))
     _phase("load")
     method = SFT(cfg, model, tok, tmp)
     rows = method.build_datasets().train
