@@ -4,9 +4,9 @@
 blocks of a training step from one heap, and a freed block in the middle of it stays resident
 until something of a size that fits reuses it; activations saved for backward interleave with
 freed temporaries, and the heap's resident size ends each step well above what is live. On the
-bundled model at micro-batch 8 x 512 (``python bench/profile_step.py --packing --memory``, three
-steps) the step peaked at 6.21 GiB with glibc, 4.42 GiB with tcmalloc (``libtcmalloc_minimal``,
-gperftools), whose size-classed spans are reused step after step, at the same step times.
+bundled model at micro-batch 8 x 512 (``python bench/profile_step.py --packing --steps 3 --memory``,
+at commit cdb064a) three steps peaked at 6.07 GiB with glibc, 4.50 GiB with tcmalloc (``libtcmalloc_minimal``,
+gperftools), whose size-classed spans are reused step after step; its steps were no slower.
 ``malloc`` can only be replaced before a process starts, so :func:`preload_allocator` re-executes
 the command once with ``LD_PRELOAD`` set (``execve`` keeps the PID, so launchers such as
 ``torchrun`` or ``accelerate launch`` see the same child). ``TUNELAB_MALLOC`` chooses:
