@@ -142,7 +142,11 @@ def load_model(
         model.to(device)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=model_args.trust_remote_code)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if for_training:
         # With a KV cache, transformers ignores restarting position_ids and packed examples
         # would attend to each other; training never needs the cache.

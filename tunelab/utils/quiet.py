@@ -80,6 +80,9 @@ def quiet_third_party() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # transformers 5 renamed it activation_checkpointing_enable; tunelab calls the new name (models/load.py),
+    # peft's prepare_model_for_kbit_training (QLoRA) still calls the old one
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.* is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt: inputs will be cast.*")
     # tunelab asks for use_reentrant=False where it enables checkpointing (models/load.py, adapters.py); a
