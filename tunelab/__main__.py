@@ -3,7 +3,7 @@
 
 import sys
 
-from tunelab.cli.main import main
+from tunelab.cli.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())
