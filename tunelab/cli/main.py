@@ -79,11 +79,9 @@ def _configure_help() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (used by tests and the console script)."""
-    from tunelab.utils.allocator import prefer_huge_pages, preload_allocator
-
-    if argv is None:  # the program itself (console script, python -m tunelab), not a test calling in
-        preload_allocator()  # may re-execute the command with tcmalloc (tunelab/utils/allocator.py)
+    """Run the CLI; returns the exit code (used by tests and by the console script, which enters through
+    tunelab/cli/entry.py to pick the allocator first)."""
+    from tunelab.utils.allocator import prefer_huge_pages
     from tunelab.utils.log import console, error_text
 
     prefer_huge_pages()  # before any command imports torch (tunelab/utils/allocator.py)
@@ -115,4 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from tunelab.cli.entry import main as entry_main  # the allocator first, as the console script
+
+    sys.exit(entry_main())

@@ -29,6 +29,8 @@ linear for the same mask, keep rate, eval mode and merged adapters unchanged, no
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,9 +53,7 @@ def keep_mask(shape: torch.Size, keep: float, seed: int, device: torch.device | 
     if threshold >= 32768 or threshold <= -32768:  # outside int16: keep all or nothing
         return torch.full(shape, threshold > 0, dtype=torch.bool, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
     return words.view(torch.int16)[:n].lt(threshold).view(shape)
 
