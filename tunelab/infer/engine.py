@@ -135,7 +135,10 @@ class Engine(ServedTokenizer):
         self.speculation = speculation or Speculation()
         self.generator = Generator(model, tokenizer, prefix_cache=prefix_cache, draft_model=draft_model,
                                    static_cache=static_cache, compile=compile)
-        self._lock = threading.RLock()
+        # A plain Lock, not an RLock: a stream holds it across its yields, and servers such as
+        # gradio advance and close one generator from different worker threads; an RLock can only be
+        # released by the thread that took it ("cannot release un-acquired lock"). Nothing re-enters.
+        self._lock = threading.Lock()
         self._is_peft = hasattr(model, "set_adapter") and hasattr(model, "disable_adapter")
 
     # --- what the server needs (tunelab.serve.backend.Backend) ---------------------------
