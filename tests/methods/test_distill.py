@@ -228,3 +228,55 @@ def test_a_run_needs_a_teacher_but_the_planner_does_not(capsys):
         load_config(None, ["method=distill", "model.name=tiny"])
     assert main(["plan", "--model", "smollm2-135m-instruct", "--method", "distill"]) == 0  # teacher: same arch
     assert "teacher (smollm2-135m) held frozen" in capsys.readouterr().err
+
+
+def test_restricted_vocabulary_is_the_full_math_over_the_kept_ids(tmp_path, student_path, data_files):
+    """``method_args.vocab``: student and teacher are both softmaxed over the kept ids only, the
+    cross-entropy skips labels outside them, and only trained positions reach the head; checked
+    against the same loss written out from the two models' full logits."""
+    import torch.nn.functional as F
+
+    from tunelab.methods.distill import Distill
+    from tunelab.models.load import load_model
+
+    probe = distill_config(tmp_path, student_path, data_files)
+    model, tokenizer = load_model(probe.model, probe.adapter, for_training=True, device="cpu")
+    batch = Distill(probe, model, tokenizer, tmp_path).collate(
+        list(Distill(probe, model, tokenizer, tmp_path).build_datasets().train[:4])
+    )
+    mask = batch["labels"][:, 1:] != -100
+    labels = batch["labels"][:, 1:][mask]
+    common = labels.unique()[: max(2, len(labels.unique()) // 2)].tolist()  # half the answer tokens are kept
+    vocab = sorted(set(common) | {0, 5, 17})
+    cfg = distill_config(tmp_path, student_path, data_files, "method_args.alpha=0.5", f"method_args.vocab={vocab}")
+    method = Distill(cfg, model, tokenizer, tmp_path)
+    inputs = {k: batch[k] for k in ("input_ids", "position_ids")}
+    loss, metrics = method.loss(model, batch)
+
+    with torch.no_grad():
+        full_s = model(**inputs).logits[:, :-1][mask][:, vocab]
+        full_t = method.teacher(**inputs).logits[:, :-1][mask][:, vocab]
+    s, t = F.log_softmax(full_s, -1), F.log_softmax(full_t, -1)
+    kl = (t.exp() * (t - s)).sum(-1).mean()
+    index = {v: i for i, v in enumerate(vocab)}
+    kept = [i for i, v in enumerate(labels.tolist()) if v in index]
+    assert 0 < len(kept) < len(labels)  # some labels are outside the kept ids
+    nll = -torch.stack([s[i, index[labels[i].item()]] for i in kept]).mean()
+    assert metrics["divergence"] == pytest.approx(kl.item(), rel=1e-5, abs=1e-6)
+    assert metrics["nll"] == pytest.approx(nll.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.5 * nll.item() + 0.5 * kl.item(), rel=1e-5)
+
+
+def test_restricted_vocabulary_cache_equals_online_and_ids_are_checked(tmp_path, student_path, data_files):
+    vocab = list(range(0, 400, 3))
+    online = train(distill_config(tmp_path, student_path, data_files, "name=v-online", f"method_args.vocab={vocab}"))
+    cached = train(
+        distill_config(
+            tmp_path, student_path, data_files, "name=v-cached", f"method_args.vocab={vocab}",
+            "method_args.teacher_logits=cache", f"method_args.top_k={len(vocab)}",
+        )
+    )
+    losses = [[r["loss"] for r in _records(run.run_dir) if "loss" in r and "step" in r] for run in (online, cached)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    with pytest.raises(ConfigError, match="outside the student's vocabulary"):
+        train(distill_config(tmp_path, student_path, data_files, "name=v-bad", "method_args.vocab=[1,2,99999]"))

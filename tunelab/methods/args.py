@@ -155,6 +155,18 @@ class DistillArgs(MethodArgs):
         "online", description="online: teacher forward every step; cache: top-k once to <run>/teacher_topk.safetensors."
     )
     top_k: int = Field(32, ge=1, description="cache: teacher tokens kept per position (the rest is one bucket).")
+    vocab: list[int] | None = Field(
+        None,
+        description="Restrict both distributions to these token ids (a speculative draft's output head): the student's "
+        "head keeps their rows, the teacher is conditioned on them; labels outside are not trained.",
+    )
+
+    @model_validator(mode="after")
+    def _vocab_ids(self) -> DistillArgs:
+        if self.vocab is not None:
+            if len(self.vocab) < 2 or min(self.vocab) < 0 or len(set(self.vocab)) != len(self.vocab):
+                raise ValueError("method_args.vocab: at least 2 distinct, non-negative token ids")
+        return self
 
     @model_validator(mode="after")
     def _needs_a_teacher(self, info: ValidationInfo) -> DistillArgs:

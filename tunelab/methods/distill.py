@@ -24,6 +24,13 @@ The cached loss compares the two distributions over k + 1 buckets (top-k tokens 
 see :func:`~tunelab.methods.distill_losses.topk_buckets`): exact when k equals the vocabulary,
 a lower bound of the full divergence otherwise.
 
+Only trained positions reach the student's output head (as in SFT). ``vocab`` restricts both
+distributions to a list of token ids: the student's head keeps their rows and the teacher is
+conditioned on them (its softmax over those ids); labels outside get no cross-entropy. This is for
+a student that will only ever be asked for those tokens, a speculative draft with a restricted head
+(:mod:`tunelab.compress.draft`): training then sees the distribution serving uses, and the head
+costs |vocab|/V of its FLOPs.
+
 Checked by: ``tests/methods/test_distill_losses.py`` (hand-computed values; TRL's
 ``generalized_jsd_loss``), ``tests/methods/test_distill.py`` (teacher frozen and untouched, the
 student's KL to the teacher on held-out data falls, cache with k = V equals online, resume
@@ -112,6 +119,7 @@ class Distill(SFT):
         self._teacher: nn.Module | None = None
         self.cache: dict[str, dict[str, Tensor]] = {}
         self._check_teacher_vocabulary()
+        self.vocab, self.vocab_index = self._restricted_vocabulary()
 
     # -- teacher ------------------------------------------------------------------------
     def _check_teacher_vocabulary(self) -> None:
@@ -128,6 +136,22 @@ class Distill(SFT):
         check_same_vocabulary(
             self.model, self.tokenizer, teacher_config, load_tokenizer(path, trust_remote_code=trust), self.args.teacher
         )
+
+    def _restricted_vocabulary(self) -> tuple[Tensor | None, Tensor | None]:
+        """``(ids, index)`` of ``method_args.vocab``: the kept ids, and for every id its position
+        among them (-1 outside); ``(None, None)`` for the whole vocabulary."""
+        if self.args.vocab is None:
+            return None, None
+        size = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        if size and max(self.args.vocab) >= size:
+            raise ConfigError(
+                f"method_args.vocab: token id {max(self.args.vocab)} is outside the student's vocabulary of {size} ids.\n"
+                "  fix: list ids of the student's tokenizer"
+            )
+        ids = torch.tensor(self.args.vocab, dtype=torch.long, device=self.device)
+        index = torch.full((max(size, int(ids.max()) + 1),), -1, dtype=torch.long, device=self.device)
+        index[ids] = torch.arange(len(ids), device=self.device)
+        return ids, index
 
     @property
     def teacher(self) -> nn.Module:
@@ -148,6 +172,8 @@ class Distill(SFT):
         with torch.inference_mode():
             logits = self.teacher(**inputs, use_cache=False).logits
             logits = logits[:, -mask.shape[1] - 1 : -1][mask].float()  # predicts the trained tokens
+            if self.vocab is not None:  # the teacher conditioned on the kept tokens
+                logits = logits[:, self.vocab]
             logp = torch.log_softmax(logits / self.args.temperature, dim=-1)
         return logp.clone()  # a normal tensor: inference tensors cannot be saved for backward
 
@@ -184,12 +210,33 @@ class Distill(SFT):
         return {"teacher_cache": cache_size(self.cache)} if self.cache else {}
 
     # -- math ---------------------------------------------------------------------------
+    def student_logits(self, model: nn.Module, inputs: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """(N, V) fp32 student logits at the ``mask`` positions (V: the kept tokens with ``vocab``).
+
+        Only those positions reach the output head (prompt and padding rows never do, as in SFT's
+        :func:`~tunelab.methods.lm_loss.next_token_logps`), and with ``vocab`` only the head's kept rows.
+        """
+        from tunelab.methods.lm_loss import _shared_float_mask, hidden_states_as_logits
+
+        width = mask.shape[1] + 1
+        with hidden_states_as_logits(model) as head:
+            out = model(**_shared_float_mask(model, inputs), use_cache=False).logits[:, -width:]  # drop virtual tokens
+        selected = out[:, :-1][mask]
+        if head is None:  # real logits: a head that cannot be applied separately
+            return (selected if self.vocab is None else selected[:, self.vocab]).float()
+        weight, bias = head.weight, head.bias
+        if self.vocab is not None:
+            weight, bias = weight[self.vocab], None if bias is None else bias[self.vocab]
+        return F.linear(selected, weight, bias).float()
+
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         labels = batch["labels"]
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        logits = model(**inputs, use_cache=False).logits[:, -labels.shape[1] :, :]  # drop virtual tokens
         mask = labels[:, 1:] != -100  # (B, T-1) positions whose next token is trained
-        student = logits[:, :-1][mask].float()  # (N, V)
+        student = self.student_logits(model, inputs, mask)  # (N, V)
+        targets = labels[:, 1:][mask]
+        if self.vocab_index is not None:  # labels outside the kept tokens get no cross-entropy
+            targets = self.vocab_index[targets]
         temperature = self.args.temperature
         student_logp = torch.log_softmax(student / temperature, dim=-1)
         if "teacher_ids" in batch:
@@ -198,7 +245,7 @@ class Distill(SFT):
             s, t = student_logp, self.teacher_logp(inputs, mask)
         count = mask.sum().clamp(min=1)
         divergence = self.divergence.fn(s, t, self.args.beta).sum() / count
-        nll = F.cross_entropy(student, labels[:, 1:][mask], reduction="sum") / count
+        nll = F.cross_entropy(student, targets, reduction="sum", ignore_index=-1) / (targets >= 0).sum().clamp(min=1)
         alpha = self.args.alpha
         loss = alpha * nll + (1.0 - alpha) * temperature**2 * divergence
         metrics = {
@@ -244,6 +291,8 @@ def _fingerprint(method: Distill) -> str:
         "temperature": method.args.temperature,
         "autocast": str(dtype) if dtype is not None else "fp32",
     }
+    if method.args.vocab is not None:  # the teacher's values are conditioned on these ids
+        facts["vocab"] = method.args.vocab
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
