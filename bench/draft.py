@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--target", default="smollm2-135m-instruct")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--minutes", type=float, default=None, help="distillation time budget")
     parser.add_argument("--max-prompts", type=int, default=300)
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--gen-batch", type=int, default=32)
@@ -75,6 +76,7 @@ def main() -> None:
     options = DraftOptions(
         layers=args.layers,
         steps=args.steps,
+        minutes=args.minutes,
         max_prompts=args.max_prompts,
         gen_tokens=args.gen_tokens,
         gen_batch=args.gen_batch,
@@ -129,7 +131,7 @@ def main() -> None:
 def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 15) -> dict:
     """What one speculative step costs on this machine, in target 1-token steps: a draft 1-token step
     (as served: its recipe's head, int8 and lean runner), a target verify pass over ``num_draft + 1``
-    tokens with the default head kernel and with the oneDNN head (:mod:`tunelab.infer.verify_head`);
+    tokens with the default kernels and with few-row products (:mod:`tunelab.infer.few_rows`);
     and the speedup they allow when every drafted token is accepted, ``(k + 1) / (k * draft + verify)``.
     All are timed in turn in each round (a busy machine slows them alike) and the medians kept."""
     import copy
@@ -138,17 +140,17 @@ def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 1
     from tunelab.compress.draft import load_target, render
     from tunelab.infer.cache import KVState
     from tunelab.infer.drafting import draft_state, load_draft
-    from tunelab.infer.verify_head import use_onednn_head
+    from tunelab.infer.few_rows import use_few_row_products
 
     model, tokenizer = load_target(target, "cpu")
-    onednn = copy.deepcopy(model)
-    use_onednn_head(onednn)
+    few = copy.deepcopy(model)
+    use_few_row_products(few)
     prompt = render(tokenizer, "Explain magnets in two sentences.")
     states = {
         "target_step": (KVState(model), 1),
         "draft_step": (draft_state(load_draft(draft_dir, "cpu")), 1),
         "verify": (KVState(model), num_draft + 1),
-        "verify_onednn_head": (KVState(onednn), num_draft + 1),
+        "verify_few_rows": (KVState(few), num_draft + 1),
     }
     for state, _ in states.values():
         state.logits(prompt)
@@ -161,7 +163,7 @@ def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 1
             times[name].append(time.perf_counter() - start)
     step = statistics.median(times["target_step"])
     costs = {name: statistics.median(times[name]) / step for name in states if name != "target_step"}
-    best = (num_draft + 1) / (num_draft * costs["draft_step"] + costs["verify_onednn_head"])
+    best = (num_draft + 1) / (num_draft * costs["draft_step"] + costs["verify_few_rows"])
     return {
         "num_draft": num_draft,
         "target_step_ms": round(step * 1000, 1),
@@ -172,7 +174,7 @@ def forward_costs(target: str, draft_dir: Path, num_draft: int, repeats: int = 1
 
 def lever_costs(target: str, repeats: int = 12) -> dict:
     """Each cost lever alone, in target 1-token steps (medians of rounds that time every variant in turn):
-    the verify pass over 3, 5, 7 tokens with the default head kernel and the oneDNN head; a draft step of
+    the verify pass over 2-7 tokens with the default kernels and with few-row products; a draft step of
     the first 4, 6, 8 layers through transformers (fp32, full head) and through the lean runner (fp32 or
     int8, full head or the 8,192 most frequent tokens). Costs do not depend on training: the drafts are
     untrained copies."""
@@ -184,17 +186,17 @@ def lever_costs(target: str, repeats: int = 12) -> dict:
     from tunelab.infer.cache import KVState
     from tunelab.infer.drafting import restrict_head
     from tunelab.infer.lean import LeanState
-    from tunelab.infer.verify_head import use_onednn_head
+    from tunelab.infer.few_rows import use_few_row_products
 
     model, tokenizer = load_target(target, "cpu")
-    onednn = copy.deepcopy(model)
-    use_onednn_head(onednn)
+    few = copy.deepcopy(model)
+    use_few_row_products(few)
     vocab = model.get_output_embeddings().weight.shape[0]
     prompt = render(tokenizer, "Explain magnets in two sentences.") + [i % vocab for i in range(1000, 1060)]
     jobs: dict[str, tuple] = {"target_step": (KVState(model), 1)}
-    for n in (3, 5, 7):
+    for n in (2, 3, 4, 5, 7):
         jobs[f"verify_{n}"] = (KVState(model), n)
-        jobs[f"verify_{n}_onednn_head"] = (KVState(onednn), n)
+        jobs[f"verify_{n}_few_rows"] = (KVState(few), n)
     total = len(model.model.layers)
     for layers in [n for n in (4, 6, 8) if n < total] or [1]:  # (1 for a smoke run on tiny)
         draft = drop_layers(copy.deepcopy(model), list(range(layers, total)))

@@ -23,7 +23,7 @@ from tunelab.infer.sampling import make_generator, next_token_probs, pick_token
 from tunelab.infer.speculative import Draft, Drafter, make_drafter, verify
 from tunelab.infer.stream import TextAssembler
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, Speculation, Timings
-from tunelab.infer.verify_head import use_onednn_head
+from tunelab.infer.few_rows import use_few_row_products
 
 #: Static caches are allocated in multiples of this many positions (one compiled graph per size).
 STATIC_BUCKET = 256
@@ -170,8 +170,8 @@ class Generator:
         timings = Timings(prompt_tokens=len(prompt))
         state = self._start_state(prompt, namespace, timings, params.max_new_tokens)
         drafter = make_drafter(spec, self.draft_model)
-        if drafter is not None:  # verify passes multiply k + 1 rows by the head: a faster kernel on the CPU
-            use_onednn_head(self.model)
+        if drafter is not None:  # verify passes multiply k + 1 rows by every weight: a faster kernel on the CPU
+            use_few_row_products(self.model)
         steps = token_steps(state, prompt, params, self.eos, drafter, spec.num_tokens, make_generator(
             params.seed, state.device), timings)
 

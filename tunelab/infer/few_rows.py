@@ -1,62 +1,59 @@
-"""A cheaper output head for the target's speculative verify pass on the CPU, one-token steps untouched.
+"""Few-row products at the one-row product's speed, for the target's speculative verify pass on the CPU.
 
-Why: a CPU decode step reads every weight from memory once. The verify pass of speculative
-decoding feeds ``k + 1`` tokens, and PyTorch's default sgemm (MKL) multiplies those few rows by
-the 49,152 × 576 output head of a 135M model well below the bandwidth of the one-row product;
-oneDNN's linear on a weight converted once to its own layout is faster: on a 2-core AMD EPYC a
-verify pass over 5 tokens costs 1.85 target steps with the default head and 1.64 with this one
-(``python bench/draft.py --levers``). The decoder layers' few-row products stay on MKL: oneDNN
-was not faster there. Greedy speculative output stays the target's: the one-token path (plain
-decoding, prefill's last position) still runs ``F.linear`` and the verify pass only ever decides
-which drafted tokens equal the target's argmax; the two kernels differ by float rounding (~1e-6),
-as the one-row and multi-row sgemm already do, and equality with plain greedy decoding is checked
-on every measured prompt by ``tunelab draft``.
+Why: a CPU decode step of a small model reads every weight once; its cost is the weight bytes. The
+verify pass of speculative decoding feeds ``k + 1`` tokens, and PyTorch's default ``F.linear``
+(MKL sgemm of ``x @ W.T``) multiplies those few rows well below that bandwidth: on a 2-core AMD
+EPYC a verify pass of SmolLM2-135M over 2-7 tokens cost 1.7-2.0 one-token steps, which capped any
+draft's speedup near 1x. The same product written with the weight as the left operand,
+``(W @ x.T).T``, takes MKL's other code path and streams the weight once for all rows: the
+decoder's 120 linear layers over 2-5 rows cost 0.84-1.08 of their one-row time instead of
+1.69-2.10, and the whole verify pass 1.0-1.3 steps (``python bench/draft.py --levers``).
+
+Greedy speculative output stays the target's: one-row products (plain decoding) still run
+``F.linear`` unchanged, and the verify pass only decides which drafted tokens equal the target's
+argmax; the two kernels differ by float rounding (~1e-6), as the one-row and multi-row sgemm already
+did, and equality with plain greedy decoding is checked on every measured prompt by ``tunelab draft``.
+Products of more rows (prefill, batches) keep the default: there the default is efficient.
 """
 
 from __future__ import annotations
 
 import types
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MAX_ROWS = 16  # verify passes are k + 1 rows; larger products (batched prefill) keep the default kernel
-# head -> (its weight, that weight in oneDNN's layout); outside the module so that copying a model works
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_ROWS = 16  # verify passes are k + 1 rows; larger products (prefill, batches) keep the default kernel
 
 
 def _forward(self: nn.Linear, x: Tensor) -> Tensor:
-    rows = x.numel() // x.shape[-1]
-    if not 1 < rows <= MAX_ROWS or x.dtype != torch.float32:
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if not 1 < rows <= MAX_ROWS or x.dtype != torch.float32 or x.device.type != "cpu":
         return F.linear(x, self.weight, self.bias)
-    packed = _PACKED.get(self)
-    if packed is None or packed[0] is not self.weight:  # converted once (and again if the weight is replaced)
-        packed = _PACKED[self] = (self.weight, self.weight.detach().to_mkldnn())
-    out = torch._C._nn.mkldnn_linear(x.reshape(rows, -1).detach().to_mkldnn(), packed[1], None).to_dense()
+    out = (self.weight @ x.reshape(rows, -1).t()).t()
     if self.bias is not None:
         out = out + self.bias
-    return out.reshape(*x.shape[:-1], -1)
+    return out.contiguous().reshape(*x.shape[:-1], -1)
+
+
+def _patchable(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32
 
 
 def available(model) -> bool:
-    """Whether :func:`use_onednn_head` applies: an fp32 ``nn.Linear`` head on the CPU with oneDNN built in."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return (
-        type(head) is nn.Linear
-        and head.weight.device.type == "cpu"
-        and head.weight.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-    )
+    """Whether :func:`use_few_row_products` applies: fp32 ``nn.Linear`` layers on the CPU."""
+    return any(_patchable(m) for m in model.modules())
 
 
-def use_onednn_head(model) -> bool:
-    """Route ``model``'s output-head products of 2..:data:`MAX_ROWS` rows through oneDNN (in place;
-    the weights, their tying and every one-row product stay as they are). Returns whether it applied."""
-    if not available(model):
-        return False
-    head = model.get_output_embeddings()
-    if getattr(head.forward, "__func__", None) is not _forward:
-        head.forward = types.MethodType(_forward, head)
-    return True
+def use_few_row_products(model) -> bool:
+    """Route the 2..:data:`MAX_ROWS`-row products of ``model``'s fp32 CPU ``nn.Linear`` layers (decoder
+    and output head) through ``(W @ x.T).T`` (in place; weights, their tying and every one-row product
+    stay as they are). Idempotent. Returns whether any layer applied."""
+    applied = False
+    for module in model.modules():
+        if _patchable(module):
+            if getattr(module.forward, "__func__", None) is not _forward:
+                module.forward = types.MethodType(_forward, module)
+            applied = True
+    return applied
