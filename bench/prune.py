@@ -204,13 +204,16 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             llamas[name], _ = open_gguf(model, tokenizer, folders[name])
     times: dict[str, list[float]] = {name: [] for name in variants}
     llama_times: dict[str, list[float]] = {name: [] for name in llamas}
+    hf = not (args.llama_only and llamas)  # transformers' decode column
     for name, model in variants.items():  # warm-up
-        decode_seconds(model.eval(), ids, 4)
+        if hf:
+            decode_seconds(model.eval(), ids, 4)
         if name in llamas:
             llama_decode_seconds(llamas[name], ids[0].tolist(), continuation[:4])
     for _ in range(args.reps):  # interleaved: the machine's load hits every variant alike
         for name, model in variants.items():
-            times[name].append(decode_seconds(model, ids, args.decode_tokens))
+            if hf:
+                times[name].append(decode_seconds(model, ids, args.decode_tokens))
             if name in llamas:
                 llama_times[name].append(llama_decode_seconds(llamas[name], ids[0].tolist(), continuation))
     rows = []
@@ -220,11 +223,12 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             "variant": name,
             "params": int(model.num_parameters()),
             "file_bytes": files[name],
-            "decode_s": statistics.median(times[name]),
-            "decode_s_all": times[name],
             "perplexity": perplexity(model, data),
         }
-        keys = ["params", "file_bytes", "decode_s", "perplexity"]
+        keys = ["params", "file_bytes", "perplexity"]
+        if hf:
+            row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
+            keys.append("decode_s")
         if name in llamas:
             row["llama_decode_s"] = statistics.median(llama_times[name])
             row["llama_decode_s_all"] = llama_times[name]
@@ -362,6 +366,9 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-llama", action="store_true", help="sizes: skip the llama.cpp decode column")
+    parser.add_argument(
+        "--llama-only", action="store_true", help="sizes: time llama.cpp only (skip transformers' decode column)"
+    )
     parser.add_argument("--method", choices=["depth", "width", "depth+width"], default="width", help="recover: prune")
     parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
     parser.add_argument(
@@ -404,7 +411,7 @@ def main() -> None:
     results["threads"] = torch.get_num_threads()
     results["corpus"] = {"file": corpus_path.name, "calibration": len(data.calibration), "held_out": len(data.held_out)}
     if args.part in ("sizes", "both"):
-        results["sizes"] = sizes(args, model, tokenizer, data)
+        results["sizes_llama_only" if args.llama_only else "sizes"] = sizes(args, model, tokenizer, data)
         results_file.write_text(json.dumps(results, indent=2))
     if args.part == "refit":
         results["refit"] = {"calib_rows": len(data.calibration), "rows": refit_sweep(args, model, data)}

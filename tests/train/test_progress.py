@@ -59,6 +59,19 @@ def test_plain_lines_every_interval_when_steps_are_slow():
     assert lines[0] == "step 11/1000 loss 2.0000 tok/s 5 elapsed 0:00:25 ETA 6:52:05"  # 25 s x 989 steps
 
 
+def test_a_time_budget_caps_the_eta():
+    """``training.max_minutes`` with a large ``max_steps``: the budget, not the step count, ends the run."""
+    console, out = pipe_console()
+    clock = FakeClock()
+    with StepProgress(10000, 0, console=console, clock=clock, interval_s=20.0, deadline_s=600.0) as progress:
+        for step in (1, 2):
+            clock.now += 25.0
+            progress.update(step, 2.0, 5.0)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("elapsed 0:00:25 ETA 0:09:35")  # 600 - 25 s, not 25 s x 9999 steps
+    assert lines[1].endswith("elapsed 0:00:50 ETA 0:09:10")
+
+
 def test_plain_line_shows_mfu_as_a_percentage():
     console, out = pipe_console()
     clock = FakeClock()

@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         keep: float = typer.Option(None, "--keep", help="Or: fraction of the target's layers kept (default 0.25)."),
         prompts: Path = typer.Option(None, "--prompts", help="Prompt file (.jsonl or .txt); default: a bundled set."),
         steps: int = typer.Option(150, "--steps", help="Distillation steps."),
+        minutes: float = typer.Option(
+            None, "--minutes", help="Distillation time budget (no step starts after it; the LR decays over it)."
+        ),
         max_prompts: int = typer.Option(None, "--max-prompts", help="Use at most this many prompts."),
         gen_tokens: int = typer.Option(64, "--gen-tokens", help="Longest target answer generated for training."),
         batch_size: int = typer.Option(4, "--batch-size", help="Packed rows per distillation step."),
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
             keep=keep,
             prompts=str(prompts) if prompts else None,
             steps=steps,
+            minutes=minutes,
             max_prompts=max_prompts,
             gen_tokens=gen_tokens,
             batch_size=batch_size,

@@ -15,7 +15,9 @@ identical to the target alone, only faster when the draft is cheap and usually r
 Steps (:func:`build_draft`): (1) the target answers the training prompts greedily (batched);
 (2) its layers are scored by angular distance on those prompts + answers and the least useful
 ones dropped (:mod:`tunelab.compress.prune`); (3) the pruned model is distilled from the target on
-the answers through the one training loop (``method: distill``, top-k teacher cache); (4) its
+the answers through the one training loop (``method: distill``, top-k teacher cache), over the
+token ids its served head keeps (both distributions restricted to them, so training sees what
+serving uses and the head costs a fraction of its FLOPs); (4) its
 run-time recipe is saved (:mod:`tunelab.infer.drafting`: an output head of the target's most
 frequent answer tokens, int8 weights, confidence-gated drafting on the lean runner), because on a
 CPU a draft step must cost a small fraction of a target step; (5) on held-out prompts of the same
@@ -60,6 +62,7 @@ class DraftOptions:
     gen_tokens: int = 64  # longest target answer generated for training
     gen_batch: int = 16
     steps: int = 150  # optimizer steps of the distillation
+    minutes: float | None = None  # or: a time budget for it (training.max_minutes; the LR schedule follows it)
     batch_size: int = 4  # packed rows of max_length tokens per step
     max_length: int = 256
     learning_rate: float = 5e-4
@@ -247,8 +250,11 @@ def prune_to(model, tokenizer, rows: list[list[int]], layers: int) -> tuple[Any,
     return draft, drop, scores
 
 
-def distill_config(student: Path, teacher: str, data: Path, runs: Path, options: DraftOptions):
-    """The ``method: distill`` run that trains the pruned draft on the target's answers."""
+def distill_config(
+    student: Path, teacher: str, data: Path, runs: Path, options: DraftOptions, vocab: Sequence[int] = ()
+):
+    """The ``method: distill`` run that trains the pruned draft on the target's answers; with ``vocab``
+    (the ids its served head keeps) on those ids only, as it will be served (a fraction of the head's FLOPs)."""
     from tunelab.config import load_config
 
     tree = {
@@ -271,12 +277,14 @@ def distill_config(student: Path, teacher: str, data: Path, runs: Path, options:
             "alpha": options.alpha,
             "teacher_logits": "cache",
             "top_k": options.top_k,
+            "vocab": list(vocab) or None,
         },
         "training": {
             "max_steps": options.steps,
+            "max_minutes": options.minutes,
             "micro_batch_size": options.batch_size,
             "learning_rate": options.learning_rate,
-            "warmup_steps": max(1, options.steps // 20),
+            "warmup_steps": max(1, min(options.steps // 20, 10)),  # (steps may be a cap for --minutes)
             "lr_scheduler": "cosine",
             "eval_every": 0,
             "save_every": 0,
@@ -409,14 +417,14 @@ def build_draft(
         lap("prune")
         log(f"dropped layers {dropped} (lowest angular distance)")
         teacher = str(Path(target).resolve()) if Path(target).exists() else target
-        result = train(distill_config(work / "pruned", teacher, data, work / "runs", options))
+        runtime = draft_runtime([t for _, t in answers], tokenizer, model, options)
+        result = train(distill_config(work / "pruned", teacher, data, work / "runs", options, runtime.vocab))
         lap("distill")
         log(f"distilled {result.steps} steps in {clock['distill']:.0f} s: {_fmt(result.val)}")
         draft = result.model.eval()
         draft.config.use_cache = True  # training turned it off; a saved draft generates with its cache
         _save(draft, tokenizer, tmp)
         draft_params = _params(draft)
-        runtime = draft_runtime([t for _, t in answers], tokenizer, model, options)
         runtime.save(tmp)
         draft = prepare_draft(draft, runtime)
         speed = measure_speed(model, draft, tokenizer, eval_prompts, options)

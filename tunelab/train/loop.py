@@ -385,7 +385,8 @@ def _run_steps(ctx: RunContext) -> float | None:
     last_loss: float | None = None
     step_time = time.time()
     quiet = None if ctx.ranks.main else Console(quiet=True)  # one progress display: the main process's
-    with StepProgress(args.max_steps, state.step, console=quiet) as progress:
+    budget_left = None if args.max_minutes is None else ctx.budget.start + 60.0 * args.max_minutes - time.time()
+    with StepProgress(args.max_steps, state.step, console=quiet, deadline_s=budget_left) as progress:
         for step in range(state.step, args.max_steps):
             if ctx.budget.spent(ctx.ranks):
                 if ctx.ranks.main:

@@ -42,11 +42,14 @@ class PlainLines:
         every: int | None = None,
         interval_s: float = INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        deadline_s: float | None = None,
     ):
+        """``deadline_s``: seconds from now at which a time budget stops the run (caps the ETA)."""
         self.total, self.start = total, start
         self.every = every or max(1, math.ceil((total - start) / LINES))
         self.interval_s, self.clock = interval_s, clock
         self.began = self.last = clock()
+        self.deadline = None if deadline_s is None else self.began + deadline_s
 
     def due(self, done: int) -> bool:
         """True on the first and last step, every ``every`` steps, or after ``interval_s`` of silence."""
@@ -59,7 +62,10 @@ class PlainLines:
     def timing(self, done: int) -> str:
         elapsed = self.clock() - self.began
         per_step = elapsed / max(done - self.start, 1)
-        return f"elapsed {clock_text(elapsed)} ETA {clock_text(per_step * (self.total - done))}"
+        eta = per_step * (self.total - done)
+        if self.deadline is not None:  # the time budget ends the run first
+            eta = min(eta, self.deadline - self.clock())
+        return f"elapsed {clock_text(elapsed)} ETA {clock_text(eta)}"
 
 
 def _plain(console: Console, text: str) -> None:
