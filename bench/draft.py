@@ -185,8 +185,8 @@ def lever_costs(target: str, repeats: int = 12) -> dict:
     from tunelab.compress.prune import drop_layers
     from tunelab.infer.cache import KVState
     from tunelab.infer.drafting import restrict_head
-    from tunelab.infer.lean import LeanState
     from tunelab.infer.few_rows import use_few_row_products
+    from tunelab.infer.lean import LeanState
 
     model, tokenizer = load_target(target, "cpu")
     few = copy.deepcopy(model)

@@ -19,11 +19,11 @@ import torch
 
 from tunelab.errors import ServeError
 from tunelab.infer.cache import KVState, PrefixCache
+from tunelab.infer.few_rows import use_few_row_products
 from tunelab.infer.sampling import make_generator, next_token_probs, pick_token
 from tunelab.infer.speculative import Draft, Drafter, make_drafter, verify
 from tunelab.infer.stream import TextAssembler
 from tunelab.infer.types import FinishReason, GenerationResult, SamplingParams, Speculation, Timings
-from tunelab.infer.few_rows import use_few_row_products
 
 #: Static caches are allocated in multiples of this many positions (one compiled graph per size).
 STATIC_BUCKET = 256

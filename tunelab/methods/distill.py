@@ -145,7 +145,8 @@ class Distill(SFT):
         size = int(getattr(self.model.config, "vocab_size", 0) or 0)
         if size and max(self.args.vocab) >= size:
             raise ConfigError(
-                f"method_args.vocab: token id {max(self.args.vocab)} is outside the student's vocabulary of {size} ids.\n"
+                f"method_args.vocab: token id {max(self.args.vocab)} is outside the student's vocabulary "
+                f"of {size} ids.\n"
                 "  fix: list ids of the student's tokenizer"
             )
         ids = torch.tensor(self.args.vocab, dtype=torch.long, device=self.device)
