@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
         gen_tokens: int = typer.Option(64, "--gen-tokens", help="Longest target answer generated for training."),
         batch_size: int = typer.Option(4, "--batch-size", help="Packed rows per distillation step."),
         learning_rate: float = typer.Option(5e-4, "--lr", help="Distillation learning rate."),
-        num_draft: int = typer.Option(6, "--num-draft", help="Most tokens drafted per target forward."),
+        num_draft: int = typer.Option(8, "--num-draft", help="Most tokens drafted per target forward."),
         min_confidence: float = typer.Option(
-            0.4,
+            0.55,
             "--min-confidence",
             help="Stop drafting at a token the draft gives less probability (0: always --num-draft).",
         ),
