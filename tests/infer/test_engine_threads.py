@@ -9,6 +9,19 @@ from tunelab.infer import SamplingParams
 from tunelab.infer.engine import Engine
 
 
+def request_in_a_thread(engine, prompt, params) -> tuple[threading.Thread, threading.Event]:
+    """Start a whole request on its own thread; the event is set once it has finished."""
+    done = threading.Event()
+
+    def run() -> None:
+        "".join(engine.stream("tiny", prompt, params))
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    return worker, done
+
+
 def test_a_stream_advanced_and_closed_on_other_threads_releases_the_engine(lm, tiny_tokenizer, prompts):
     """Start a stream on one thread, advance it on a second, close it on a third: the next request
     must get the lock (an owner-bound RLock raised "cannot release un-acquired lock" here)."""
@@ -20,14 +33,7 @@ def test_a_stream_advanced_and_closed_on_other_threads_releases_the_engine(lm, t
         second = b.submit(next, iter(stream)).result()
         b.submit(stream.close).result()
     assert isinstance(first, str) and isinstance(second, str)
-    done = threading.Event()
-
-    def again() -> None:
-        "".join(engine.stream("tiny", prompts[0], params))
-        done.set()
-
-    worker = threading.Thread(target=again, daemon=True)
-    worker.start()
+    worker, done = request_in_a_thread(engine, prompts[0], params)
     worker.join(timeout=60)
     assert done.is_set(), "the engine lock was never released by the closed stream"
 
@@ -38,14 +44,7 @@ def test_a_stream_holds_the_engine_until_it_ends(lm, tiny_tokenizer, prompts):
     params = SamplingParams(max_new_tokens=3, temperature=0.0)
     stream = iter(engine.stream("tiny", prompts[1], params))
     next(stream)
-    finished = threading.Event()
-
-    def other() -> None:
-        "".join(engine.stream("tiny", prompts[2], params))
-        finished.set()
-
-    worker = threading.Thread(target=other, daemon=True)
-    worker.start()
+    worker, finished = request_in_a_thread(engine, prompts[2], params)
     assert not finished.wait(timeout=1.0)
     list(stream)
     worker.join(timeout=60)
