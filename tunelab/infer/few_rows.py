@@ -3,11 +3,10 @@
 Why: a CPU decode step of a small model reads every weight once; its cost is the weight bytes. The
 verify pass of speculative decoding feeds ``k + 1`` tokens, and PyTorch's default ``F.linear``
 (MKL sgemm of ``x @ W.T``) multiplies those few rows well below that bandwidth: on a 2-core AMD
-EPYC a verify pass of SmolLM2-135M over 2-7 tokens cost 1.7-2.0 one-token steps, which capped any
-draft's speedup near 1x. The same product written with the weight as the left operand,
-``(W @ x.T).T``, takes MKL's other code path and streams the weight once for all rows: the
-decoder's 120 linear layers over 2-5 rows cost 0.84-1.08 of their one-row time instead of
-1.69-2.10, and the whole verify pass 1.0-1.3 steps (``python bench/draft.py --levers``).
+EPYC a verify pass of SmolLM2-135M over 2-7 tokens cost 1.54-2.06 one-token steps, which capped
+any draft's speedup near 1x. The same product written with the weight as the left operand,
+``(W @ x.T).T``, takes MKL's other code path and streams the weight once for all rows: the whole
+verify pass over 2-5 tokens costs 0.88-1.10 steps (``python bench/draft.py --levers``).
 
 Greedy speculative output stays the target's: one-row products (plain decoding) still run
 ``F.linear`` unchanged, and the verify pass only decides which drafted tokens equal the target's

@@ -385,8 +385,7 @@ def _run_steps(ctx: RunContext) -> float | None:
     last_loss: float | None = None
     step_time = time.time()
     quiet = None if ctx.ranks.main else Console(quiet=True)  # one progress display: the main process's
-    budget_left = None if args.max_minutes is None else ctx.budget.start + 60.0 * args.max_minutes - time.time()
-    with StepProgress(args.max_steps, state.step, console=quiet, deadline_s=budget_left) as progress:
+    with StepProgress(args.max_steps, state.step, console=quiet, deadline_s=ctx.budget.seconds_left()) as progress:
         for step in range(state.step, args.max_steps):
             if ctx.budget.spent(ctx.ranks):
                 if ctx.ranks.main:

@@ -121,6 +121,10 @@ class TimeBudget:
         self.used = distributed.broadcast((time.time() - self.start) / (60.0 * self.minutes), ranks)
         return self.used >= 1.0
 
+    def seconds_left(self) -> float | None:
+        """Seconds until the budget is spent (None without one): what caps the progress line's ETA."""
+        return None if self.minutes is None else self.start + 60.0 * self.minutes - time.time()
+
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, args: TrainArgs, budget: TimeBudget | None = None
