@@ -217,12 +217,9 @@ class Distill(SFT):
         Only those positions reach the output head (prompt and padding rows never do, as in SFT's
         :func:`~tunelab.methods.lm_loss.next_token_logps`), and with ``vocab`` only the head's kept rows.
         """
-        from tunelab.methods.lm_loss import _shared_float_mask, hidden_states_as_logits
+        from tunelab.methods.lm_loss import trained_outputs
 
-        width = mask.shape[1] + 1
-        with hidden_states_as_logits(model) as head:
-            out = model(**_shared_float_mask(model, inputs), use_cache=False).logits[:, -width:]  # drop virtual tokens
-        selected = out[:, :-1][mask]
+        selected, head = trained_outputs(model, inputs, mask)
         if head is None:  # real logits: a head that cannot be applied separately
             return (selected if self.vocab is None else selected[:, self.vocab]).float()
         weight, bias = head.weight, head.bias

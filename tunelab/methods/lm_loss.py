@@ -180,6 +180,19 @@ def _shared_float_mask(model: nn.Module, inputs: dict[str, Tensor]) -> dict[str,
     return {**inputs, "attention_mask": packed_attention_mask(pos, dtype)}
 
 
+def trained_outputs(model: nn.Module, inputs: dict[str, Tensor], keep: Tensor) -> tuple[Tensor, nn.Linear | None]:
+    """The model's outputs at the (B, T-1) ``keep`` positions only, and the head still to apply.
+
+    Returns ``(hidden, head)``: (N, H) last hidden states and the real output head, or, where the
+    head cannot be applied separately, ``(logits, None)`` with (N, V) real logits.
+    """
+    width = keep.shape[1] + 1
+    inputs = _shared_float_mask(model, inputs)
+    with hidden_states_as_logits(model) as head:
+        out = model(**inputs, use_cache=False).logits[:, -width:, :]  # prompt tuning prepends virtual tokens
+    return out[:, :-1][keep], head
+
+
 def next_token_logps(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor) -> Tensor:
     """(B, T-1) log-prob of token t+1 at position t where ``targets[:, 1:] != -100``, 0 elsewhere.
 
@@ -188,15 +201,10 @@ def next_token_logps(model: nn.Module, inputs: dict[str, Tensor], targets: Tenso
         inputs: its forward's keyword arguments (input_ids (B, T), masks, position_ids).
         targets: (B, T) token ids to score, -100 where no log-prob is needed.
     """
-    width = targets.shape[1]
-    inputs = _shared_float_mask(model, inputs)
-    with hidden_states_as_logits(model) as head:
-        out = model(**inputs, use_cache=False).logits[:, -width:, :]  # prompt tuning prepends virtual tokens
     shifted = targets[:, 1:]
     keep = shifted != -100
-    logps = torch.zeros(shifted.shape, dtype=torch.float32, device=out.device)
-    if head is None:  # ``out`` are real logits: the plain path
-        scores = F.cross_entropy(out[:, :-1].float().flatten(0, 1), shifted.flatten(), reduction="none")
-        return logps.masked_scatter(keep, -scores.view(shifted.shape)[keep])
-    selected = out[:, :-1][keep]  # (N, H): only the scored positions reach the head
+    selected, head = trained_outputs(model, inputs, keep)  # only the scored positions reach the head
+    logps = torch.zeros(shifted.shape, dtype=torch.float32, device=selected.device)
+    if head is None:  # ``selected`` are real logits: the plain path
+        return logps.masked_scatter(keep, -F.cross_entropy(selected.float(), shifted[keep], reduction="none"))
     return logps.masked_scatter(keep, head_logps(selected, head, shifted[keep]))
