@@ -175,3 +175,17 @@ def test_registries_import_without_torch():
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_registers_each_subcommand_once_however_often_main_runs(capsys):
+    """``main()`` is called many times in one process (tests, notebooks): the command table must not
+    grow with each call (it did: every call appended every subcommand again, and later calls slowed)."""
+    from tunelab.cli.main import app, main
+
+    main(["plan", "--help"])
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    main(["plan", "--help"])
+    main(["config", "--help"])
+    capsys.readouterr()
+    again = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert again == names and len(names) == len(set(names)) and "plan" in names and "draft" in names

@@ -48,6 +48,11 @@ SUBCOMMANDS = [
 
 
 def _load_subcommands() -> None:
+    """Register every subcommand on :data:`app`, once per process: ``register`` appends to typer's
+    command list, so a second call would double every command and each later ``main()`` (tests and
+    notebooks call it many times) would build and search an ever longer command table."""
+    if app.registered_commands or app.registered_groups:
+        return
     for module_name in SUBCOMMANDS:
         importlib.import_module(module_name).register(app)
 
