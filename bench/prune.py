@@ -72,8 +72,11 @@ def prompts() -> list[str]:
     return list(seen)
 
 
-def corpus(model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int = 64, batch: int = 64) -> Path:
-    """Message rows: ``rows_wanted`` prompts (a seeded sample) with answers sampled from ``model`` (written once)."""
+def corpus(
+    model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int = 64, batch: int = 64, per_prompt: int = 1
+) -> Path:
+    """Message rows: ``rows_wanted`` prompts (a seeded sample) with ``per_prompt`` answers each sampled from
+    ``model`` (written once; the held-out split is a seeded sample of these rows)."""
     import random
 
     if path.is_file():
@@ -82,7 +85,7 @@ def corpus(model, tokenizer, path: Path, rows_wanted: int, max_new_tokens: int =
     tokenizer.padding_side = "left"
     rows = []
     items = prompts()
-    items = random.Random(0).sample(items, min(rows_wanted, len(items)))
+    items = random.Random(0).sample(items, min(rows_wanted, len(items))) * per_prompt
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         texts = [
@@ -362,6 +365,8 @@ def main() -> None:
     )
     parser.add_argument("--corpus-rows", type=int, default=604, help="prompts answered by the model (10%% held out)")
     parser.add_argument("--answer-tokens", type=int, default=128, help="longest sampled answer, in tokens")
+    parser.add_argument("--answers-per-prompt", type=int, default=1, help="sampled answers per prompt (more data)")
+    parser.add_argument("--gen-batch", type=int, default=64, help="prompts answered at once")
     parser.add_argument("--calib-rows", type=int, default=100000, help="calibration rows that score (default all)")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
@@ -398,8 +403,11 @@ def main() -> None:
 
     model, tokenizer = load_model(ModelArgs(name=args.model, dtype="fp32"), device="cpu")
     model.eval()
-    corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}.jsonl"
-    corpus_path = corpus(model, tokenizer, corpus_file, args.corpus_rows, max_new_tokens=args.answer_tokens)
+    per = f"x{args.answers_per_prompt}" if args.answers_per_prompt > 1 else ""
+    corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}{per}.jsonl"
+    corpus_path = corpus(
+        model, tokenizer, corpus_file, args.corpus_rows, args.answer_tokens, args.gen_batch, args.answers_per_prompt
+    )
     data = load_calibration(
         DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length),
         tokenizer,
