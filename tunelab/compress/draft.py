@@ -60,7 +60,7 @@ class DraftOptions:
     held_out: float = 0.1  # fraction of the prompts kept for measuring
     max_prompts: int | None = None  # use at most this many prompts (before the split)
     gen_tokens: int = 64  # longest target answer generated for training
-    gen_batch: int = 32  # prompts answered at once (bench/README.md: 138 tokens/s at 128 rows, 79 at 32)
+    gen_batch: int = 32  # prompts answered at once (two bench/draft.py builds: 138 tokens/s at 128 rows, 79 at 32)
     steps: int = 150  # optimizer steps of the distillation
     minutes: float | None = None  # or: a time budget for it (training.max_minutes; the LR schedule follows it)
     batch_size: int = 4  # packed rows of max_length tokens per step
