@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -142,15 +143,31 @@ def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> flo
     return time.perf_counter() - start
 
 
-def open_gguf(model, tokenizer, folder: Path):
-    """The model as an f16 GGUF (tunelab's exporter, as ``tunelab export --format gguf``), opened in llama.cpp."""
+def write_f16_gguf(model, tokenizer, folder: Path) -> Path:
+    """The model as an f16 GGUF (tunelab's exporter, as ``tunelab export --format gguf``)."""
     from tunelab.export.gguf_export import write_gguf
-    from tunelab.infer.llamacpp import open_llama
     from tunelab.models.merge import MergedRun, eos_token_ids
 
     path = folder / "model-f16.gguf"
     write_gguf(MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config)), path, "f16", "x")
-    return open_llama(path, n_ctx=512), path.stat().st_size
+    return path
+
+
+def llama_round_seconds(path: Path, prompt: list[int], continuation: list[int]) -> float:
+    """Open ``path`` in llama.cpp afresh (read into memory, not mapped), time the decode, close it.
+
+    A fresh load per round spreads each variant over many page placements: loaded once, two
+    byte-identical copies of the base GGUF decoded 6-8% apart for a whole run (placement, not
+    shape), more than the width prunes' effect being measured; reloaded every round they agreed
+    within 1.5%."""
+    from tunelab.infer.llamacpp import open_llama
+
+    llm = open_llama(path, n_ctx=512, use_mmap=False)
+    try:
+        llama_decode_seconds(llm, prompt, continuation[:4])  # warm-up: first-call allocations
+        return llama_decode_seconds(llm, prompt, continuation)
+    finally:
+        llm.close()
 
 
 def file_bytes(model, folder: Path) -> int:
@@ -201,24 +218,24 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
     continuation = base.generate(
         ids, do_sample=False, max_new_tokens=args.decode_tokens, min_new_tokens=args.decode_tokens, pad_token_id=0
     )[0, ids.shape[1] :].tolist()
-    llamas = {}
+    ggufs = {}
     if not args.no_llama:
-        for name, model in variants.items():
-            llamas[name], _ = open_gguf(model, tokenizer, folders[name])
+        ggufs = {name: write_f16_gguf(model, tokenizer, folders[name]) for name, model in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
-    llama_times: dict[str, list[float]] = {name: [] for name in llamas}
-    hf = not (args.llama_only and llamas)  # transformers' decode column
-    for name, model in variants.items():  # warm-up
-        if hf:
+    llama_times: dict[str, list[float]] = {name: [] for name in ggufs}
+    hf = not (args.llama_only and ggufs)  # transformers' decode column
+    if hf:
+        for model in variants.values():  # warm-up
             decode_seconds(model.eval(), ids, 4)
-        if name in llamas:
-            llama_decode_seconds(llamas[name], ids[0].tolist(), continuation[:4])
-    for _ in range(args.reps):  # interleaved: the machine's load hits every variant alike
-        for name, model in variants.items():
+    order = list(variants)
+    shuffle = random.Random(0)
+    for _ in range(args.reps):  # interleaved, in a shuffled order: the machine's load hits every variant alike
+        shuffle.shuffle(order)
+        for name in order:
             if hf:
-                times[name].append(decode_seconds(model, ids, args.decode_tokens))
-            if name in llamas:
-                llama_times[name].append(llama_decode_seconds(llamas[name], ids[0].tolist(), continuation))
+                times[name].append(decode_seconds(variants[name], ids, args.decode_tokens))
+            if name in ggufs:
+                llama_times[name].append(llama_round_seconds(ggufs[name], ids[0].tolist(), continuation))
     rows = []
     base_row = None
     for name, model in variants.items():
@@ -232,7 +249,7 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
         if hf:
             row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
             keys.append("decode_s")
-        if name in llamas:
+        if name in ggufs:
             row["llama_decode_s"] = statistics.median(llama_times[name])
             row["llama_decode_s_all"] = llama_times[name]
             keys.append("llama_decode_s")

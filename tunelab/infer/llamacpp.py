@@ -39,7 +39,7 @@ MAX_CONTEXT = 8192
 INSTALL_HINT = 'pip install "llama-cpp-python>=0.3.36" (or pip install -e ".[llama]"; builds from source, ~6 min)'
 
 
-def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_attn: bool = True):
+def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_attn: bool = True, use_mmap: bool = True):
     """``llama_cpp.Llama`` on ``path`` (no logits kept per position: decoding only needs the last).
 
     Flash attention is on, as in llama.cpp's own tools (their default, ``auto``, turns it on for a
@@ -49,6 +49,10 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_at
     llama.cpp's f16 like the rest of the f16 model, so it breaks f16 near-ties its own way: on 30
     chat prompts its greedy tokens equal tunelab's fp32 ones as often as without it (27/30,
     ``bench/llamacpp_agreement.py``).
+
+    ``use_mmap=False`` reads the file into memory instead of mapping it: ``bench/prune.py`` loads
+    each variant afresh that way every round, because a mapped file's page placement alone moved
+    decode time by ~6% between two byte-identical copies of the same GGUF.
     """
     try:
         from llama_cpp import Llama
@@ -66,6 +70,7 @@ def open_llama(path: Path, *, n_ctx: int, n_threads: int | None = None, flash_at
             n_threads=threads,
             n_threads_batch=threads,
             flash_attn=flash_attn,
+            use_mmap=use_mmap,
             verbose=False,
         )
     except ValueError as err:
