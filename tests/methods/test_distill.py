@@ -136,6 +136,7 @@ def test_cache_with_k_equal_vocab_matches_online_and_is_reused_on_resume(
     losses = [[r["loss"] for r in _records(run.run_dir) if "loss" in r and "step" in r] for run in (online, cached)]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert cached.val["val_loss"] == pytest.approx(online.val["val_loss"], abs=1e-5)
+    assert cached.val["val_agreement"] == pytest.approx(online.val["val_agreement"])  # the cached top-1 is exact
     cache_file = Path(cached.run_dir) / "teacher_topk.safetensors"
     assert cached.extra["teacher_cache"]["bytes"] > 0 and cache_file.is_file()
     # resume: the same file is reused (not rewritten with new values) and the teacher never loads
@@ -265,6 +266,7 @@ def test_restricted_vocabulary_is_the_full_math_over_the_kept_ids(tmp_path, stud
     assert metrics["divergence"] == pytest.approx(kl.item(), rel=1e-5, abs=1e-6)
     assert metrics["nll"] == pytest.approx(nll.item(), rel=1e-5)
     assert loss.item() == pytest.approx(0.5 * nll.item() + 0.5 * kl.item(), rel=1e-5)
+    assert metrics["agreement"] == pytest.approx((s.argmax(-1) == t.argmax(-1)).float().mean().item())
 
 
 def test_restricted_vocabulary_cache_equals_online_and_ids_are_checked(tmp_path, student_path, data_files):

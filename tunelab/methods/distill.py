@@ -241,6 +241,7 @@ class Distill(SFT):
             s, t = topk_buckets(student_logp, batch["teacher_ids"], batch["teacher_logp"], batch["teacher_rest"])
         else:
             s, t = student_logp, self.teacher_logp(inputs, mask)
+        teacher_top = batch["teacher_ids"][:, 0] if "teacher_ids" in batch else t.argmax(-1)  # top-k is sorted
         count = mask.sum().clamp(min=1)
         divergence = self.divergence.fn(s, t, self.args.beta).sum() / count
         nll = F.cross_entropy(student, targets, reduction="sum", ignore_index=-1) / (targets >= 0).sum().clamp(min=1)
@@ -250,15 +251,18 @@ class Distill(SFT):
             "trained_tokens": float(mask.sum()),
             "divergence": float(divergence.detach()),
             "nll": float(nll.detach()),
+            # how often the student's top token is the teacher's: a draft's first-token acceptance, teacher-forced
+            "agreement": float((student.argmax(-1) == teacher_top).float().mean()) if len(student) else 0.0,
         }
         return loss, metrics
 
     def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
         """Token-weighted means: ``val_loss``, ``val_divergence`` (the student's divergence from
-        the teacher at the training temperature), ``val_nll`` and ``val_ppl`` on the labels."""
+        the teacher at the training temperature), ``val_nll`` and ``val_ppl`` on the labels, and
+        ``val_agreement`` (share of positions where the two distributions' top tokens agree)."""
         import math
 
-        sums = {"loss": 0.0, "divergence": 0.0, "nll": 0.0}
+        sums = {"loss": 0.0, "divergence": 0.0, "nll": 0.0, "agreement": 0.0}
         count = 0.0
         with torch.no_grad():
             for batch in batches:
@@ -266,6 +270,7 @@ class Distill(SFT):
                 sums["loss"] += float(loss) * m["trained_tokens"]
                 sums["divergence"] += m["divergence"] * m["trained_tokens"]
                 sums["nll"] += m["nll"] * m["trained_tokens"]
+                sums["agreement"] += m["agreement"] * m["trained_tokens"]
                 count += m["trained_tokens"]
         mean = {f"val_{k}": v / max(count, 1.0) for k, v in sums.items()}
         return {**mean, "val_ppl": math.exp(min(mean["val_nll"], 50.0))}
