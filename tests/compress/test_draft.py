@@ -137,6 +137,10 @@ def test_options_and_prompt_files_are_checked(tmp_path):
         DraftOptions(layers=2, keep=0.5).kept_layers(30)
     with pytest.raises(ConfigError, match="keep between 1 and 29"):
         DraftOptions(layers=30).kept_layers(30)
+    with pytest.raises(ConfigError, match=r"--gen-batch 0: must be at least 1; --minutes -1: must be more than 0"):
+        DraftOptions(gen_batch=0, minutes=-1)  # the Python API is checked as the CLI is
+    with pytest.raises(ConfigError, match=r"--head-tokens -5"):
+        DraftOptions(head_tokens=-5)
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"prompt": "a"}\n{"text": "no prompt"}\n')
     with pytest.raises(DataError, match=r"p.jsonl:2: no prompt"):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tunelab.compress.draft import DraftOptions as D  # the defaults live in one place: the dataclass
+
 
 def print_report(report) -> None:
     from tunelab.utils.log import console
@@ -41,35 +43,38 @@ def register(app: typer.Typer) -> None:
         layers: int = typer.Option(None, "--layers", help="Decoder layers the draft keeps."),
         keep: float = typer.Option(None, "--keep", help="Or: fraction of the target's layers kept (default 0.25)."),
         prompts: Path = typer.Option(None, "--prompts", help="Prompt file (.jsonl or .txt); default: a bundled set."),
-        steps: int = typer.Option(150, "--steps", help="Distillation steps."),
+        steps: int = typer.Option(D.steps, "--steps", help="Distillation steps."),
         minutes: float = typer.Option(
             None, "--minutes", help="Distillation time budget (no step starts after it; the LR decays over it)."
         ),
         max_prompts: int = typer.Option(None, "--max-prompts", help="Use at most this many prompts."),
-        gen_tokens: int = typer.Option(64, "--gen-tokens", help="Longest target answer generated for training."),
+        gen_tokens: int = typer.Option(
+            D.gen_tokens, "--gen-tokens", help="Longest target answer generated for training."
+        ),
         gen_batch: int = typer.Option(
-            32,
+            D.gen_batch,
             "--gen-batch",
-            min=1,
             help="Prompts the target answers at once (bigger batches use the cores better; each row holds a KV cache).",
         ),
-        batch_size: int = typer.Option(4, "--batch-size", help="Packed rows per distillation step."),
-        learning_rate: float = typer.Option(5e-4, "--lr", help="Distillation learning rate."),
-        num_draft: int = typer.Option(8, "--num-draft", help="Most tokens drafted per target forward."),
+        batch_size: int = typer.Option(D.batch_size, "--batch-size", help="Packed rows per distillation step."),
+        learning_rate: float = typer.Option(D.learning_rate, "--lr", help="Distillation learning rate."),
+        num_draft: int = typer.Option(D.num_draft, "--num-draft", help="Most tokens drafted per target forward."),
         min_confidence: float = typer.Option(
-            0.55,
+            D.min_confidence,
             "--min-confidence",
             help="Stop drafting at a token the draft gives less probability (0: always --num-draft).",
         ),
         head_tokens: int = typer.Option(
-            8192, "--head-tokens", help="The draft's output head keeps the target's N most frequent tokens (0: all)."
+            D.head_tokens,
+            "--head-tokens",
+            help="The draft's output head keeps the target's N most frequent tokens (0: all).",
         ),
         quantize: str = typer.Option(
-            "int8", "--quantize", help="The draft's weights when drafting: int8 (CPU) | none."
+            D.quantize, "--quantize", help="The draft's weights when drafting: int8 (CPU) | none."
         ),
-        eval_prompts: int = typer.Option(12, "--eval-prompts", help="Held-out prompts timed."),
-        eval_tokens: int = typer.Option(64, "--eval-tokens", help="Greedy tokens per timed prompt."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        eval_prompts: int = typer.Option(D.eval_prompts, "--eval-prompts", help="Held-out prompts timed."),
+        eval_tokens: int = typer.Option(D.eval_tokens, "--eval-tokens", help="Greedy tokens per timed prompt."),
+        device: str = typer.Option(D.device, "--device", help="auto | cpu | cuda."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out (once done)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report (draft.json) on stdout."),
     ):

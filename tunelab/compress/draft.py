@@ -78,6 +78,31 @@ class DraftOptions:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        """Refuse values no build can use, naming the CLI flag (the Python API gets the same checks)."""
+        at_least_one = {
+            "--gen-tokens": self.gen_tokens,
+            "--gen-batch": self.gen_batch,
+            "--steps": self.steps,
+            "--batch-size": self.batch_size,
+            "--max-length": self.max_length,
+            "--top-k": self.top_k,
+            "--num-draft": self.num_draft,
+            "--eval-prompts": self.eval_prompts,
+            "--eval-tokens": self.eval_tokens,
+        }
+        problems = [f"{flag} {value}: must be at least 1" for flag, value in at_least_one.items() if value < 1]
+        if self.head_tokens < 0:
+            problems.append(f"--head-tokens {self.head_tokens}: must be 0 (all) or more")
+        if not 0 < self.held_out < 1:
+            problems.append(f"held_out {self.held_out}: must be between 0 and 1")
+        if self.minutes is not None and self.minutes <= 0:
+            problems.append(f"--minutes {self.minutes}: must be more than 0")
+        if self.learning_rate <= 0:
+            problems.append(f"--lr {self.learning_rate}: must be more than 0")
+        if problems:
+            raise ConfigError("draft options: " + "; ".join(problems) + ".\n  fix: pass values in those ranges")
+
     def kept_layers(self, total: int) -> int:
         """Decoder layers of the draft, from ``layers`` or ``keep`` (default: a quarter, at least 1)."""
         if self.layers is not None and self.keep is not None:
