@@ -78,8 +78,6 @@ def corpus(
 ) -> Path:
     """Message rows: ``rows_wanted`` prompts (a seeded sample) with ``per_prompt`` answers each sampled from
     ``model`` (written once; the held-out split is a seeded sample of these rows)."""
-    import random
-
     if path.is_file():
         return path
     torch.manual_seed(0)

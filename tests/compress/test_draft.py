@@ -141,6 +141,8 @@ def test_options_and_prompt_files_are_checked(tmp_path):
         DraftOptions(gen_batch=0, minutes=-1)  # the Python API is checked as the CLI is
     with pytest.raises(ConfigError, match=r"--head-tokens -5"):
         DraftOptions(head_tokens=-5)
+    with pytest.raises(ConfigError, match="quantize 'int4'"):  # the run-time recipe's checks, at construction
+        DraftOptions(quantize="int4")
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"prompt": "a"}\n{"text": "no prompt"}\n')
     with pytest.raises(DataError, match=r"p.jsonl:2: no prompt"):

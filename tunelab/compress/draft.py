@@ -102,6 +102,9 @@ class DraftOptions:
             problems.append(f"--lr {self.learning_rate}: must be more than 0")
         if problems:
             raise ConfigError("draft options: " + "; ".join(problems) + ".\n  fix: pass values in those ranges")
+        from tunelab.infer.drafting import DraftRuntime
+
+        DraftRuntime([], self.quantize, self.num_draft, self.min_confidence)  # its own checks: quantize, confidence
 
     def kept_layers(self, total: int) -> int:
         """Decoder layers of the draft, from ``layers`` or ``keep`` (default: a quarter, at least 1)."""
@@ -391,13 +394,12 @@ def build_draft(
         ServeError: speculative greedy output differed from the target's (it never should).
     """
     from tunelab.compress.prune import decoder_layers
-    from tunelab.infer.drafting import DraftRuntime, prepare_draft
+    from tunelab.infer.drafting import prepare_draft
     from tunelab.presets import preset_path
     from tunelab.train.loop import train
     from tunelab.utils.fsio import atomic_folder, check_writable
 
     options = options or DraftOptions()
-    DraftRuntime([], options.quantize, options.num_draft, options.min_confidence)  # refuse bad values before the work
     out = Path(out)
     check_writable(out, overwrite)
     clock: dict[str, float] = {}

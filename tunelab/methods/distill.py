@@ -267,10 +267,9 @@ class Distill(SFT):
         with torch.no_grad():
             for batch in batches:
                 loss, m = self.loss(model, batch)
-                sums["loss"] += float(loss) * m["trained_tokens"]
-                sums["divergence"] += m["divergence"] * m["trained_tokens"]
-                sums["nll"] += m["nll"] * m["trained_tokens"]
-                sums["agreement"] += m["agreement"] * m["trained_tokens"]
+                values = {**m, "loss": float(loss)}
+                for key in sums:
+                    sums[key] += values[key] * m["trained_tokens"]
                 count += m["trained_tokens"]
         mean = {f"val_{k}": v / max(count, 1.0) for k, v in sums.items()}
         return {**mean, "val_ppl": math.exp(min(mean["val_nll"], 50.0))}
