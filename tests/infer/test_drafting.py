@@ -144,3 +144,14 @@ def test_runtime_recipe_round_trips_and_is_checked(tmp_path, draft_lm, tiny_toke
     (tmp_path / "draft_runtime.json").write_text('{"vocab": [1], "bogus": 2}')
     with pytest.raises(ConfigError, match="not a draft runtime file"):
         DraftRuntime.read(tmp_path)
+
+
+def test_an_int8_draft_loaded_in_bf16_drafts_as_its_fp32_copy(draft_lm, prompts):
+    """Where bf16 is the fast dtype, ``load_draft`` loads a draft in bf16; an int8 recipe must still run
+    (dynamic int8 takes fp32 activations) and propose what the same weights in fp32 propose."""
+    half = copy.deepcopy(draft_lm).to(torch.bfloat16)
+    wide = copy.deepcopy(half).float()
+    runtime = DraftRuntime(list(range(0, 512, 2)), "int8")
+    got = LeanState(prepare_draft(half, runtime), "int8").logits(prompts[0], last=3)
+    want = LeanState(prepare_draft(wide, copy.deepcopy(runtime)), "int8").logits(prompts[0], last=3)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
