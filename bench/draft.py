@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--num-draft", type=int, default=8)
-    parser.add_argument("--min-confidence", type=float, default=0.55)
+    parser.add_argument("--min-confidence", type=float, default=0.6)
     parser.add_argument("--head-tokens", type=int, default=8192)
     parser.add_argument("--quantize", default="int8")
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -108,6 +108,7 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "torch_threads": __import__("torch").get_num_threads(),
+        "cpu_capability": __import__("torch").backends.cpu.get_cpu_capability(),  # AVX512: bf16 training if faster
         **report.to_dict(),
         "other_num_draft": other_k,
     }

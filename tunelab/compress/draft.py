@@ -70,7 +70,7 @@ class DraftOptions:
     alpha: float = 0.5  # weight of the cross-entropy on the target's own tokens
     top_k: int = 32
     num_draft: int = 8  # most tokens drafted per target forward
-    min_confidence: float = 0.55  # the draft stops at a token it gives less probability (0: always num_draft)
+    min_confidence: float = 0.6  # the draft stops at a token it gives less probability (0: always num_draft)
     head_tokens: int = 8192  # the draft's output head keeps the target's most frequent tokens (0: all)
     quantize: str = "int8"  # the draft's linear layers at run time: int8 (dynamic, CPU) or none
     eval_prompts: int = 12
