@@ -132,10 +132,10 @@ def prepare_draft(model, runtime: DraftRuntime | None):
     if runtime is None:
         return model
     model = model.eval()
-    if runtime.quantize == "int8" and next(model.parameters()).device.type != "cpu":
-        raise ConfigError("draft quantize int8 runs on the CPU only.\n  fix: serve the draft with --device cpu")
-    if runtime.quantize == "int8":  # dynamic int8 takes fp32 activations: a draft loaded in bf16 would not run
-        model = model.float()
+    if runtime.quantize == "int8":
+        if next(model.parameters()).device.type != "cpu":
+            raise ConfigError("draft quantize int8 runs on the CPU only.\n  fix: serve the draft with --device cpu")
+        model = model.float()  # dynamic int8 takes fp32 activations: a draft loaded in bf16 would not run
     if runtime.vocab:
         restrict_head(model, runtime.vocab)
     model.draft_runtime = runtime
