@@ -88,8 +88,11 @@ def test_prune_channels_refuses_uneven_counts(tiny_model):
 
 
 def test_kept_width_rounding():
-    assert kept_width(1536, 0.66) == 1024  # 1013.8 → nearest multiple of 32
-    assert kept_width(192, 0.5) == 96
+    assert kept_width(1536, 0.66) == 1024  # 1013.8 → nearest multiple of 64 (a real model's MLP)
+    assert kept_width(1536, 0.645) == 960  # 990.7: 992 is the nearest multiple of 32, but 992 is slow in llama.cpp
+    assert kept_width(1536, 992) == 992  # a count: a multiple of 32 is kept as asked
+    assert kept_width(1536, 1000) == 992  # … and rounded to one otherwise
+    assert kept_width(192, 0.5) == 96  # a toy MLP: multiples of 32
     assert kept_width(192, 100) == 96  # a count, rounded to 32
     assert kept_width(40, 0.5) == 20  # too narrow to round to 32
     with pytest.raises(ConfigError):

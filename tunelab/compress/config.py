@@ -36,7 +36,10 @@ class PruneArgs(Section):
     )
     layers: list[int] | None = Field(None, description="depth: drop exactly these layer indices instead of scoring.")
     keep: float = Field(
-        0.75, gt=0, description="width: MLP channels kept per layer, a fraction (0, 1] or a count; rounded to 32."
+        0.75,
+        gt=0,
+        description="width: MLP channels kept per layer, a fraction (0, 1] (rounded to 64 channels, llama.cpp's "
+        "fast width on AVX-512) or a count (rounded to 32, GGUF's block).",
     )
     refit: bool = Field(
         True,

@@ -188,11 +188,25 @@ def prune_channels(
     return model
 
 
-def kept_width(intermediate_size: int, keep: float, multiple: int = 32) -> int:
-    """Channels kept for a ``keep`` fraction (0, 1], rounded to a ``multiple`` (GGUF blocks are 32 wide).
+#: A fraction ``--keep`` rounds an MLP of at least ``FAST_WIDTH_FROM`` channels to a multiple of
+#: ``FAST_WIDTH``: llama.cpp's f16 dot product on AVX-512 takes 64 elements a step (16 lanes x 4
+#: accumulators) and leaves the remainder to a scalar loop, so a width that is an odd multiple of 32
+#: decodes slower than the next multiple of 64 up. SmolLM2-135M's f16 GGUF, llama.cpp, 2 threads, one
+#: decode step (20th percentile of 15 x 128): MLP 960 6.89 ms, 992 7.41, 1024 7.01, 1056 7.85
+#: (`python bench/prune.py --part sizes --keep 0.625 --mix 0,992 --mix 0,1024 --mix 0,1056 --llama-only
+#: ...`, docs/compress.md). AVX2's step is 32 elements: there 992 and 1024 measured alike.
+FAST_WIDTH, FAST_WIDTH_FROM = 64, 1024
+#: GGUF's block width (q8_0, q4_0): a kept count must be a multiple of it to quantize.
+GGUF_BLOCK = 32
 
-    A ``keep`` above 1 is read as a channel count. Rounding never goes below one multiple nor
-    above the original size.
+
+def kept_width(intermediate_size: int, keep: float) -> int:
+    """Channels kept for ``keep``: a fraction (0, 1] of ``intermediate_size``, or above 1 a channel count.
+
+    A count is rounded to a multiple of :data:`GGUF_BLOCK` (32); a fraction of an MLP at least
+    :data:`FAST_WIDTH_FROM` wide to a multiple of :data:`FAST_WIDTH` (64, llama.cpp's fast width on
+    AVX-512), of a narrower one to 32. Rounding never goes below one multiple nor above the original
+    size; an MLP narrower than two multiples is not rounded.
     """
     if keep <= 0:
         raise ConfigError(f"--keep {keep}: must be a fraction in (0, 1] or a channel count.\n  fix: e.g. --keep 0.75")
@@ -201,5 +215,6 @@ def kept_width(intermediate_size: int, keep: float, multiple: int = 32) -> int:
         raise ConfigError(
             f"--keep {keep}: more than the {intermediate_size} MLP channels the model has.\n  fix: pass a smaller value"
         )
+    multiple = FAST_WIDTH if keep <= 1 and intermediate_size >= FAST_WIDTH_FROM else GGUF_BLOCK
     step = multiple if intermediate_size >= 2 * multiple else 1
     return int(min(intermediate_size, max(step, round(target / step) * step)))
