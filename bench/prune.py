@@ -128,31 +128,36 @@ def decode_seconds(model, ids: torch.Tensor, tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> float:
-    """llama.cpp: one decode step per token of ``continuation`` after the prompt (KV cache, batch 1).
+def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> list[float]:
+    """llama.cpp: one decode step per token of ``continuation`` after the prompt (KV cache, batch 1); the
+    seconds of each step.
 
     The tokens are fed, not sampled, so every variant decodes the same sequence for its full length
     (a decode step costs the same whichever token it is: one row through every weight)."""
     llm.reset()
     llm.eval(prompt)
-    start = time.perf_counter()
+    steps = []
     for token in continuation:
+        start = time.perf_counter()
         llm.eval([token])
-    return time.perf_counter() - start
+        steps.append(time.perf_counter() - start)
+    return steps
 
 
-def write_f16_gguf(model, tokenizer, folder: Path) -> Path:
-    """The model as an f16 GGUF (tunelab's exporter, as ``tunelab export --format gguf``)."""
+def write_gguf_file(model, tokenizer, folder: Path, quant: str = "f16") -> Path:
+    """The model as a GGUF of type ``quant`` (tunelab's exporter, as ``tunelab export --format gguf --quant``)."""
     from tunelab.export.gguf_export import write_gguf
     from tunelab.models.merge import MergedRun, eos_token_ids
 
-    path = folder / "model-f16.gguf"
-    write_gguf(MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config)), path, "f16", "x")
+    path = folder / f"model-{quant}.gguf"
+    write_gguf(MergedRun(model, tokenizer, None, eos_token_ids(tokenizer, model.generation_config)), path, quant, "x")
     return path
 
 
-def llama_round_seconds(path: Path, prompt: list[int], continuation: list[int]) -> float:
-    """Open ``path`` in llama.cpp afresh (read into memory, not mapped), time the decode, close it.
+def llama_round_steps(
+    path: Path, prompt: list[int], continuation: list[int], threads: int | None = None
+) -> list[float]:
+    """Open ``path`` in llama.cpp afresh (read into memory, not mapped), time each decode step, close it.
 
     A fresh load per round spreads each variant over many page placements: loaded once, two
     byte-identical copies of the base GGUF decoded 6-8% apart for a whole run (placement, not
@@ -160,7 +165,7 @@ def llama_round_seconds(path: Path, prompt: list[int], continuation: list[int]) 
     within 1.5%."""
     from tunelab.infer.llamacpp import open_llama
 
-    llm = open_llama(path, n_ctx=512, use_mmap=False)
+    llm = open_llama(path, n_ctx=512, n_threads=threads, use_mmap=False)
     try:
         llama_decode_seconds(llm, prompt, continuation[:4])  # warm-up: first-call allocations
         return llama_decode_seconds(llm, prompt, continuation)
@@ -218,14 +223,16 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
     )[0, ids.shape[1] :].tolist()
     ggufs = {}
     if not args.no_llama:
-        ggufs = {name: write_f16_gguf(model, tokenizer, folders[name]) for name, model in variants.items()}
+        ggufs = {
+            name: write_gguf_file(model, tokenizer, folders[name], args.gguf_type) for name, model in variants.items()
+        }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    llama_times: dict[str, list[float]] = {name: [] for name in ggufs}
+    llama_steps: dict[str, list[list[float]]] = {name: [] for name in ggufs}
     hf = not (args.llama_only and ggufs)  # transformers' decode column
     if hf:
         for model in variants.values():  # warm-up
             decode_seconds(model.eval(), ids, 4)
-    order = list(variants)
+    order, prompt = list(variants), ids[0].tolist()
     shuffle = random.Random(0)
     for _ in range(args.reps):  # interleaved, in a shuffled order: the machine's load hits every variant alike
         shuffle.shuffle(order)
@@ -233,7 +240,7 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             if hf:
                 times[name].append(decode_seconds(variants[name], ids, args.decode_tokens))
             if name in ggufs:
-                llama_times[name].append(llama_round_seconds(ggufs[name], ids[0].tolist(), continuation))
+                llama_steps[name].append(llama_round_steps(ggufs[name], prompt, continuation, args.llama_threads))
     rows = []
     base_row = None
     for name, model in variants.items():
@@ -248,14 +255,19 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
             keys.append("decode_s")
         if name in ggufs:
-            row["llama_decode_s"] = statistics.median(llama_times[name])
-            row["llama_decode_s_all"] = llama_times[name]
-            keys.append("llama_decode_s")
+            rounds = [sum(steps) for steps in llama_steps[name]]
+            row["llama_decode_s"] = statistics.median(rounds)
+            row["llama_decode_s_all"] = rounds
+            # One step at the 20th percentile of all rounds' steps: a stalled step (a busy core, a page
+            # fault) only adds time, so a low quantile of many steps is the step time without the stalls.
+            row["llama_step_q20_s"] = statistics.quantiles([t for steps in llama_steps[name] for t in steps], n=5)[0]
+            keys += ["llama_decode_s", "llama_step_q20_s"]
         base_row = base_row or row
         for key in keys:
             row[f"{key}_ratio"] = row[key] / base_row[key]
         shrink = 1 - row["params_ratio"]
-        for key, label in (("file_bytes", "file"), ("decode_s", "time"), ("llama_decode_s", "llama_time")):
+        labels = (("file_bytes", "file"), ("decode_s", "time"), ("llama_decode_s", "llama_time"))
+        for key, label in (*labels, ("llama_step_q20_s", "llama_step_time")):
             if key in row:
                 row[f"{label}_per_param"] = (1 - row[f"{key}_ratio"]) / shrink if shrink > 0 else None
         rows.append(row)
@@ -386,6 +398,8 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-llama", action="store_true", help="sizes: skip the llama.cpp decode column")
+    parser.add_argument("--llama-threads", type=int, default=None, help="sizes: llama.cpp threads (default torch's)")
+    parser.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f16", help="sizes: llama.cpp's GGUF")
     parser.add_argument(
         "--llama-only", action="store_true", help="sizes: time llama.cpp only (skip transformers' decode column)"
     )
@@ -434,7 +448,10 @@ def main() -> None:
     results["threads"] = torch.get_num_threads()
     results["corpus"] = {"file": corpus_path.name, "calibration": len(data.calibration), "held_out": len(data.held_out)}
     if args.part in ("sizes", "both"):
-        results["sizes_llama_only" if args.llama_only else "sizes"] = sizes(args, model, tokenizer, data)
+        key = "sizes_llama_only" if args.llama_only else "sizes"
+        key += "" if args.gguf_type == "f16" else f"_{args.gguf_type}"
+        key += f"_{args.llama_threads}thread" if args.llama_threads else ""
+        results[key] = sizes(args, model, tokenizer, data)
         results_file.write_text(json.dumps(results, indent=2))
     if args.part == "refit":
         results["refit"] = {"calib_rows": len(data.calibration), "rows": refit_sweep(args, model, data)}
