@@ -266,8 +266,12 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
         for key in keys:
             row[f"{key}_ratio"] = row[key] / base_row[key]
         shrink = 1 - row["params_ratio"]
-        labels = (("file_bytes", "file"), ("decode_s", "time"), ("llama_decode_s", "llama_time"))
-        for key, label in (*labels, ("llama_step_q20_s", "llama_step_time")):
+        for key, label in (
+            ("file_bytes", "file"),
+            ("decode_s", "time"),
+            ("llama_decode_s", "llama_time"),
+            ("llama_step_q20_s", "llama_step_time"),
+        ):
             if key in row:
                 row[f"{label}_per_param"] = (1 - row[f"{key}_ratio"]) / shrink if shrink > 0 else None
         rows.append(row)

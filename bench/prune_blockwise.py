@@ -33,6 +33,7 @@ from tunelab.compress.calib import load_calibration, perplexity
 from tunelab.compress.width import channel_importance, channels_to_keep, down_grams, prune_channels
 from tunelab.config import DataArgs, ModelArgs
 from tunelab.models.load import load_model
+from tunelab.train.optim import SCHEDULES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,7 +63,7 @@ def train_mlp(mlp, inputs, targets, epochs: int, lr: float, micro_batch: int, bf
         for start in range(0, n, micro_batch):
             rows = order[start : start + micro_batch]
             for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group["lr"] = lr * SCHEDULES["cosine"](step / total, 0.0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = (mlp(inputs[rows]) - targets[rows]).float().pow(2).mean()
             optimizer.zero_grad()
@@ -109,25 +110,20 @@ def main() -> None:
     trained_start = time.perf_counter()
     result["layers"] = []
     for index, (layer, narrow) in enumerate(zip(base.model.layers, pruned.model.layers, strict=True)):
-        inputs, targets = [], []
+        inputs, targets, mids = [], [], []  # mids: the pruned stream after this layer's attention, per batch
         with torch.no_grad():
             for i, mask in enumerate(masks):
                 mid = after_attention(layer, unpruned[i], rope[i])
                 unpruned[i] = mid + layer.mlp(layer.post_attention_layernorm(mid))
-                if args.target == "local":
-                    inputs.append(layer.post_attention_layernorm(mid)[mask])
-                    targets.append((unpruned[i] - mid)[mask])
-                else:
-                    mid_pruned = after_attention(narrow, stream[i], rope[i])
-                    inputs.append(narrow.post_attention_layernorm(mid_pruned)[mask])
-                    targets.append((unpruned[i] - mid_pruned)[mask])
+                mids.append(after_attention(narrow, stream[i], rope[i]))
+                owner, stream_in = (layer, mid) if args.target == "local" else (narrow, mids[i])
+                inputs.append(owner.post_attention_layernorm(stream_in)[mask])
+                targets.append((unpruned[i] - stream_in)[mask])
         before, after = train_mlp(
             narrow.mlp, torch.cat(inputs), torch.cat(targets), args.epochs, args.lr, args.micro_batch, not args.fp32
         )
-        with torch.no_grad():
-            for i in range(len(masks)):
-                mid_pruned = after_attention(narrow, stream[i], rope[i])
-                stream[i] = mid_pruned + narrow.mlp(narrow.post_attention_layernorm(mid_pruned))
+        with torch.no_grad():  # attention is not trained: the mids stand, the trained MLP adds to them
+            stream = [mid + narrow.mlp(narrow.post_attention_layernorm(mid)) for mid in mids]
         result["layers"].append({"layer": index, "relative_error_before": before, "relative_error_after": after})
         print(f"layer {index}: relative error {before:.4f} -> {after:.4f}", flush=True)
     result["tokens"] = sum(int(m.sum()) for m in masks)
