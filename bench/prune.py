@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
+import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +112,36 @@ def corpus(
                 rows.append({"messages": messages})
         print(f"corpus: {len(rows)}/{len(items)} answers", flush=True)
     tokenizer.padding_side = "right"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def docs_corpus(path: Path, chunk_chars: int = 900) -> Path:
+    """Text rows of real English prose: the Python reference manual's topics that every CPython ships
+    (``pydoc_data.topics``: the text ``help("if")`` prints), cut at paragraph breaks into rows of about
+    ``chunk_chars`` characters. Fixed for a Python version, no download; written once.
+
+    Held-out perplexity on real text is what the pruning literature reports (WikiText for LLM-Pruner,
+    ShortGPT): the model did not write it, so unlike its own samples it does not measure the KL alone.
+    """
+    if path.is_file():
+        return path
+    from pydoc_data.topics import topics
+
+    rows = []
+    for name in sorted(topics):
+        text = ""
+        for paragraph in topics[name].split("\n\n"):
+            paragraph = paragraph.strip("\n")
+            if not paragraph.strip():
+                continue
+            if text and len(text) + len(paragraph) > chunk_chars:
+                rows.append({"text": text})
+                text = ""
+            text = f"{text}\n\n{paragraph}" if text else paragraph
+        if text:
+            rows.append({"text": text})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -394,6 +427,12 @@ def main() -> None:
     parser.add_argument(
         "--mix", action="append", default=[], help="sizes: also DROP,KEEP (layers dropped, then MLP channels kept)"
     )
+    parser.add_argument(
+        "--corpus",
+        choices=["samples", "python-docs"],
+        default="samples",
+        help="samples: the model's own answers (perplexity = exp(H + KL)); python-docs: real text, CPython's manual",
+    )
     parser.add_argument("--corpus-rows", type=int, default=604, help="prompts answered by the model (10%% held out)")
     parser.add_argument("--answer-tokens", type=int, default=128, help="longest sampled answer, in tokens")
     parser.add_argument("--answers-per-prompt", type=int, default=1, help="sampled answers per prompt (more data)")
@@ -437,10 +476,13 @@ def main() -> None:
     model, tokenizer = load_model(ModelArgs(name=args.model, dtype="fp32"), device="cpu")
     model.eval()
     per = f"x{args.answers_per_prompt}" if args.answers_per_prompt > 1 else ""
-    corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}{per}.jsonl"
-    corpus_path = corpus(
-        model, tokenizer, corpus_file, args.corpus_rows, args.answer_tokens, args.gen_batch, args.answers_per_prompt
-    )
+    if args.corpus == "python-docs":
+        corpus_path = docs_corpus(args.results / "prune_corpus_python{}{}_docs.jsonl".format(*sys.version_info[:2]))
+    else:
+        corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}{per}.jsonl"
+        corpus_path = corpus(
+            model, tokenizer, corpus_file, args.corpus_rows, args.answer_tokens, args.gen_batch, args.answers_per_prompt
+        )
     data = load_calibration(
         DataArgs(path=str(corpus_path), validation_split=0.1, max_length=args.max_length),
         tokenizer,
@@ -450,7 +492,13 @@ def main() -> None:
     results_file = args.results / "prune.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results["threads"] = torch.get_num_threads()
-    results["corpus"] = {"file": corpus_path.name, "calibration": len(data.calibration), "held_out": len(data.held_out)}
+    results["corpus"] = {
+        "file": corpus_path.name,
+        "sha256": hashlib.sha256(corpus_path.read_bytes()).hexdigest(),
+        "python": platform.python_version(),
+        "calibration": len(data.calibration),
+        "held_out": len(data.held_out),
+    }
     if args.part in ("sizes", "both"):
         key = "sizes_llama_only" if args.llama_only else "sizes"
         key += "" if args.gguf_type == "f16" else f"_{args.gguf_type}"
@@ -467,7 +515,8 @@ def main() -> None:
         if args.hold_minutes:  # the lock this run holds: the recovery gets what is left of it (at most its budget)
             left = args.hold_minutes - (time.perf_counter() - START) / 60 - 4  # scoring, 3 perplexities, save
             args.recover_minutes = round(max(1.0, min(args.recover_minutes, left)), 1)
-        results.setdefault("recover", []).append({**recover(args, corpus_path), "picked_from": picked})
+        row = {**recover(args, corpus_path), "picked_from": picked, "corpus": results["corpus"]}
+        results.setdefault("recover", []).append(row)
         results_file.write_text(json.dumps(results, indent=2))
     print(f"results: {results_file}")
 
