@@ -23,6 +23,9 @@ Data: answers sampled (temperature 1) from the unpruned model for the prompts of
 answer tokens are scored). Perplexity on
 the model's own samples is ``exp(H + KL(base || pruned))`` per token: the ratio to the base is the
 distance the pruning put between the two distributions, which is what recovery must close.
+``--corpus python-docs`` measures on real text instead: CPython's reference manual (``pydoc_data.topics``,
+:func:`python_manual`); ``--corpus python-docstrings`` on the standard library's docstrings. Both are the kind
+of held-out text the pruning literature reports perplexity on.
 Results: ``bench/results/prune.json``. Run: ``python bench/prune.py [--part sizes|recover]``.
 """
 
@@ -117,22 +120,56 @@ def corpus(
     return path
 
 
-def docs_corpus(path: Path, chunk_chars: int = 900) -> Path:
-    """Text rows of real English prose: the Python reference manual's topics that every CPython ships
-    (``pydoc_data.topics``: the text ``help("if")`` prints), cut at paragraph breaks into rows of about
-    ``chunk_chars`` characters. Fixed for a Python version, no download; written once.
+def python_manual() -> list[str]:
+    """The Python reference manual's topics that every CPython ships (``pydoc_data.topics``: what
+    ``help("if")`` prints)."""
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)]
+
+
+def python_docstrings(min_chars: int = 400) -> list[str]:
+    """The docstrings (modules, classes, functions) of the standard library's own source, one document per
+    module, each docstring of at least ``min_chars`` characters; the test suite and IDLE left out."""
+    import ast
+    import inspect
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    documents = []
+    for source in sorted(root.rglob("*.py")):
+        parts = source.relative_to(root).parts
+        if parts[0] in ("test", "idlelib", "site-packages", "dist-packages") or "tests" in parts:
+            continue
+        try:
+            tree = ast.parse(source.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef | ast.FunctionDef))]
+        docs = [inspect.cleandoc(d) for n in nodes if (d := ast.get_docstring(n, clean=False))]
+        docs = [d for d in docs if len(d) >= min_chars]
+        if docs:
+            documents.append("\n\n".join(docs))
+    return documents
+
+
+#: Real-text corpora fixed by the Python version (no download): ``--corpus NAME``.
+TEXT_CORPORA = {"python-docs": python_manual, "python-docstrings": python_docstrings}
+
+
+def text_corpus(path: Path, documents: list[str], chunk_chars: int = 900, max_rows: int = 700) -> Path:
+    """Text rows of real English prose, ``documents`` cut at paragraph breaks into rows of about
+    ``chunk_chars`` characters; at most ``max_rows`` of them (a seeded sample). Written once.
 
     Held-out perplexity on real text is what the pruning literature reports (WikiText for LLM-Pruner,
     ShortGPT): the model did not write it, so unlike its own samples it does not measure the KL alone.
     """
     if path.is_file():
         return path
-    from pydoc_data.topics import topics
-
     rows = []
-    for name in sorted(topics):
+    for document in documents:
         text = ""
-        for paragraph in topics[name].split("\n\n"):
+        for paragraph in document.split("\n\n"):
             paragraph = paragraph.strip("\n")
             if not paragraph.strip():
                 continue
@@ -142,6 +179,9 @@ def docs_corpus(path: Path, chunk_chars: int = 900) -> Path:
             text = f"{text}\n\n{paragraph}" if text else paragraph
         if text:
             rows.append({"text": text})
+    if len(rows) > max_rows:
+        keep = sorted(random.Random(0).sample(range(len(rows)), max_rows))
+        rows = [rows[i] for i in keep]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -429,9 +469,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--corpus",
-        choices=["samples", "python-docs"],
+        choices=["samples", *TEXT_CORPORA],
         default="samples",
-        help="samples: the model's own answers (perplexity = exp(H + KL)); python-docs: real text, CPython's manual",
+        help="samples: the model's own answers (perplexity = exp(H + KL)); python-docs / python-docstrings: real "
+        "text, CPython's reference manual / the standard library's docstrings",
     )
     parser.add_argument("--corpus-rows", type=int, default=604, help="prompts answered by the model (10%% held out)")
     parser.add_argument("--answer-tokens", type=int, default=128, help="longest sampled answer, in tokens")
@@ -476,8 +517,9 @@ def main() -> None:
     model, tokenizer = load_model(ModelArgs(name=args.model, dtype="fp32"), device="cpu")
     model.eval()
     per = f"x{args.answers_per_prompt}" if args.answers_per_prompt > 1 else ""
-    if args.corpus == "python-docs":
-        corpus_path = docs_corpus(args.results / "prune_corpus_python{}{}_docs.jsonl".format(*sys.version_info[:2]))
+    if args.corpus in TEXT_CORPORA:
+        name = "prune_corpus_{}_python{}{}.jsonl".format(args.corpus, *sys.version_info[:2])
+        corpus_path = text_corpus(args.results / name, TEXT_CORPORA[args.corpus]())
     else:
         corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}{per}.jsonl"
         corpus_path = corpus(
