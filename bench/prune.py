@@ -40,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -157,9 +158,10 @@ def python_docstrings(min_chars: int = 400) -> list[str]:
 TEXT_CORPORA = {"python-docs": python_manual, "python-docstrings": python_docstrings}
 
 
-def text_corpus(path: Path, documents: list[str], chunk_chars: int = 900, max_rows: int = 700) -> Path:
-    """Text rows of real English prose, ``documents`` cut at paragraph breaks into rows of about
-    ``chunk_chars`` characters; at most ``max_rows`` of them (a seeded sample). Written once.
+def text_corpus(path: Path, documents: Callable[[], list[str]], chunk_chars: int = 900, max_rows: int = 700) -> Path:
+    """Text rows of real English prose, the ``documents()`` cut at paragraph breaks into rows of about
+    ``chunk_chars`` characters; at most ``max_rows`` of them (a seeded sample). Written once: a file
+    already at ``path`` is returned without reading the sources again.
 
     Held-out perplexity on real text is what the pruning literature reports (WikiText for LLM-Pruner,
     ShortGPT): the model did not write it, so unlike its own samples it does not measure the KL alone.
@@ -167,7 +169,7 @@ def text_corpus(path: Path, documents: list[str], chunk_chars: int = 900, max_ro
     if path.is_file():
         return path
     rows = []
-    for document in documents:
+    for document in documents():
         text = ""
         for paragraph in document.split("\n\n"):
             paragraph = paragraph.strip("\n")
@@ -519,7 +521,7 @@ def main() -> None:
     per = f"x{args.answers_per_prompt}" if args.answers_per_prompt > 1 else ""
     if args.corpus in TEXT_CORPORA:
         name = "prune_corpus_{}_python{}{}.jsonl".format(args.corpus, *sys.version_info[:2])
-        corpus_path = text_corpus(args.results / name, TEXT_CORPORA[args.corpus]())
+        corpus_path = text_corpus(args.results / name, TEXT_CORPORA[args.corpus])
     else:
         corpus_file = args.results / f"prune_corpus_{args.corpus_rows}x{args.answer_tokens}{per}.jsonl"
         corpus_path = corpus(
