@@ -84,19 +84,40 @@ def test_chat_without_max_tokens_defaults_within_the_request_bound(engine):
 # --- a client that goes away -----------------------------------------------------------------
 
 
-def test_non_streaming_request_is_cancelled_when_the_client_disconnects(bounded):
-    """Greedy tiny runs 1000 tokens without EOS (about 10 s here); the client leaves after ~1 s."""
-    before = metric(bounded.url, "tunelab_completion_tokens_total")
-    body = {"model": "tiny", "prompt": "hello there", "max_tokens": 1000, "temperature": 0}
-    with httpx.Client(timeout=httpx.Timeout(120, read=1.0)) as http, pytest.raises(httpx.ReadTimeout):
-        http.post(bounded.url + "/v1/completions", json=body)  # the client closes the connection
-    deadline = time.monotonic() + 60
-    while metric(bounded.url, "tunelab_cancelled_total") < 1:
-        assert time.monotonic() < deadline, "the generation was not cancelled"
-        time.sleep(0.05)
-    generated = metric(bounded.url, "tunelab_completion_tokens_total") - before
-    assert 0 < generated < 500  # stopped well before max_tokens=1000
-    assert metric(bounded.url, "tunelab_busy") == 0
+class Paced:
+    """The engine, at no more than one decoding step per ``seconds``: how fast tiny runs differs
+    ~10x between machines, so the test sets the pace instead of assuming one. The decoder asks
+    ``cancel()`` once after every step, so that is where the pause goes."""
+
+    def __init__(self, engine, seconds: float):
+        self._engine, self._seconds = engine, seconds
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def stream(self, *args, cancel=None, **kwargs):
+        def paced_cancel() -> bool:
+            time.sleep(self._seconds)
+            return cancel is not None and cancel()
+
+        return self._engine.stream(*args, cancel=paced_cancel, **kwargs)
+
+
+def test_non_streaming_request_is_cancelled_when_the_client_disconnects(engine):
+    """At >= 10 ms a token, 1000 greedy tokens take >= 10 s; the client leaves after 1 s, so the
+    worker stops after about 100 tokens, at most 1000 * (1 s + cancel latency) / 10 s."""
+    settings = ServerSettings(max_tokens_limit=1000, max_request_tokens=1000)
+    with ServerThread(create_app(Paced(engine, 0.01), settings)) as srv:
+        body = {"model": "tiny", "prompt": "hello there", "max_tokens": 1000, "temperature": 0}
+        with httpx.Client(timeout=httpx.Timeout(120, read=1.0)) as http, pytest.raises(httpx.ReadTimeout):
+            http.post(srv.url + "/v1/completions", json=body)  # the client closes the connection
+        deadline = time.monotonic() + 60
+        while metric(srv.url, "tunelab_cancelled_total") < 1:
+            assert time.monotonic() < deadline, "the generation was not cancelled"
+            time.sleep(0.05)
+        generated = metric(srv.url, "tunelab_completion_tokens_total")
+        assert 0 < generated < 500  # stopped well before max_tokens=1000
+        assert metric(srv.url, "tunelab_busy") == 0
 
 
 # --- body size --------------------------------------------------------------------------------
