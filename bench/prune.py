@@ -5,8 +5,10 @@ Two parts (``--part sizes``, ``--part recover`` or both, the default), and ``--p
 * **sizes**: depth (drop the lowest-scoring layers), width (narrow every MLP) and magnitude (50%
   zeros) pruning of the same base, about 20% of the parameters for the structured ones. For each:
   parameters, safetensors file size and CPU greedy decode time (batch 1, ``--decode-tokens`` new
-  tokens, KV cache), as ratios against the unpruned model measured in the same process, interleaved
-  (``--reps`` rounds, median), plus held-out perplexity before any recovery. The issue's target:
+  tokens, KV cache) in three loops: transformers' ``generate()``, tunelab's own decode step
+  (``KVState``, what ``tunelab generate``/``serve`` run) and llama.cpp on an f16 GGUF, as ratios against
+  the unpruned model measured in the same process, interleaved (``--reps`` rounds, median; for the last
+  two also the 20th-percentile step), plus held-out perplexity before any recovery. The issue's target:
   a structured prune shrinks the file and the decode time by at least 0.8x as much as the
   parameter count (``shrink = 1 - ratio``; the row's ``time/param`` column). Magnitude masks are
   zeros in dense tensors: they shrink neither (the row shows it).
@@ -57,6 +59,7 @@ from tunelab.compress.width import (
     prune_channels,
 )
 from tunelab.config import DataArgs, ModelArgs
+from tunelab.infer.cache import KVState
 from tunelab.models.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +206,30 @@ def decode_seconds(model, ids: torch.Tensor, tokens: int) -> float:
     return time.perf_counter() - start
 
 
+def engine_decode_seconds(model, prompt: list[int], continuation: list[int]) -> list[float]:
+    """tunelab's own decode step (:class:`tunelab.infer.cache.KVState`, what ``tunelab generate`` and
+    ``tunelab serve`` run on the default engine): one step per token of ``continuation`` after the
+    prompt (KV cache, batch 1, logits of the last position only); the seconds of each step.
+
+    Fed, not sampled, as :func:`llama_decode_seconds`, so every variant decodes the same sequence."""
+    state = KVState(model)
+    tokens = list(prompt)
+    state.logits(tokens)
+    steps = []
+    for token in continuation:
+        tokens.append(token)
+        start = time.perf_counter()
+        state.logits(tokens)
+        steps.append(time.perf_counter() - start)
+    return steps
+
+
+def step_quantile(rounds: list[list[float]]) -> float:
+    """One decode step at the 20th percentile of all rounds' steps: a stalled step (a busy core, a page
+    fault) only adds time, so a low quantile of many steps is the step time without the stalls."""
+    return statistics.quantiles([t for steps in rounds for t in steps], n=5)[0]
+
+
 def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> list[float]:
     """llama.cpp: one decode step per token of ``continuation`` after the prompt (KV cache, batch 1); the
     seconds of each step.
@@ -302,18 +329,23 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             name: write_gguf_file(model, tokenizer, folders[name], args.gguf_type) for name, model in variants.items()
         }
     times: dict[str, list[float]] = {name: [] for name in variants}
+    engine_steps: dict[str, list[list[float]]] = {name: [] for name in variants}
     llama_steps: dict[str, list[list[float]]] = {name: [] for name in ggufs}
-    hf = not (args.llama_only and ggufs)  # transformers' decode column
+    hf = not (args.llama_only and ggufs)  # the transformers generate() and tunelab engine columns
     if hf:
         for model in variants.values():  # warm-up
             decode_seconds(model.eval(), ids, 4)
+            engine_decode_seconds(model, ids[0].tolist(), continuation[:4])
     order, prompt = list(variants), ids[0].tolist()
     shuffle = random.Random(0)
     for _ in range(args.reps):  # interleaved, in a shuffled order: the machine's load hits every variant alike
         shuffle.shuffle(order)
         for name in order:
             if hf:
-                times[name].append(decode_seconds(variants[name], ids, args.decode_tokens))
+                fresh = copy.deepcopy(variants[name])  # a fresh placement each round (llama_round_steps says why)
+                times[name].append(decode_seconds(fresh, ids, args.decode_tokens))
+                engine_steps[name].append(engine_decode_seconds(fresh, prompt, continuation))
+                del fresh
             if name in ggufs:
                 llama_steps[name].append(llama_round_steps(ggufs[name], prompt, continuation, args.llama_threads))
     rows = []
@@ -328,14 +360,15 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
         keys = ["params", "file_bytes", "perplexity"]
         if hf:
             row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
-            keys.append("decode_s")
+            rounds = [sum(steps) for steps in engine_steps[name]]
+            row.update(engine_decode_s=statistics.median(rounds), engine_decode_s_all=rounds,
+                       engine_step_q20_s=step_quantile(engine_steps[name]))
+            keys += ["decode_s", "engine_decode_s", "engine_step_q20_s"]
         if name in ggufs:
             rounds = [sum(steps) for steps in llama_steps[name]]
             row["llama_decode_s"] = statistics.median(rounds)
             row["llama_decode_s_all"] = rounds
-            # One step at the 20th percentile of all rounds' steps: a stalled step (a busy core, a page
-            # fault) only adds time, so a low quantile of many steps is the step time without the stalls.
-            row["llama_step_q20_s"] = statistics.quantiles([t for steps in llama_steps[name] for t in steps], n=5)[0]
+            row["llama_step_q20_s"] = step_quantile(llama_steps[name])
             keys += ["llama_decode_s", "llama_step_q20_s"]
         base_row = base_row or row
         for key in keys:
@@ -344,6 +377,8 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
         for key, label in (
             ("file_bytes", "file"),
             ("decode_s", "time"),
+            ("engine_decode_s", "engine_time"),
+            ("engine_step_q20_s", "engine_step_time"),
             ("llama_decode_s", "llama_time"),
             ("llama_step_q20_s", "llama_step_time"),
         ):
