@@ -215,19 +215,34 @@ def engine_decode_seconds(model, prompt: list[int], continuation: list[int]) -> 
     state = KVState(model)
     tokens = list(prompt)
     state.logits(tokens)
+
+    def step(token: int) -> None:
+        tokens.append(token)
+        state.logits(tokens)
+
+    return seconds_each(step, continuation)
+
+
+def seconds_each(step: Callable[[int], None], continuation: list[int]) -> list[float]:
+    """The seconds ``step(token)`` takes for each token of ``continuation``, in order."""
     steps = []
     for token in continuation:
-        tokens.append(token)
         start = time.perf_counter()
-        state.logits(tokens)
+        step(token)
         steps.append(time.perf_counter() - start)
     return steps
 
 
-def step_quantile(rounds: list[list[float]]) -> float:
-    """One decode step at the 20th percentile of all rounds' steps: a stalled step (a busy core, a page
-    fault) only adds time, so a low quantile of many steps is the step time without the stalls."""
-    return statistics.quantiles([t for steps in rounds for t in steps], n=5)[0]
+def step_columns(prefix: str, rounds: list[list[float]]) -> dict:
+    """A decode loop's columns from each round's step times: the median round, every round, and one
+    step at the 20th percentile of all rounds' steps (a stalled step, from a busy core or a page fault,
+    only adds time, so a low quantile of many steps is the step time without the stalls)."""
+    totals = [sum(steps) for steps in rounds]
+    return {
+        f"{prefix}_decode_s": statistics.median(totals),
+        f"{prefix}_decode_s_all": totals,
+        f"{prefix}_step_q20_s": statistics.quantiles([t for steps in rounds for t in steps], n=5)[0],
+    }
 
 
 def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> list[float]:
@@ -238,12 +253,7 @@ def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> lis
     (a decode step costs the same whichever token it is: one row through every weight)."""
     llm.reset()
     llm.eval(prompt)
-    steps = []
-    for token in continuation:
-        start = time.perf_counter()
-        llm.eval([token])
-        steps.append(time.perf_counter() - start)
-    return steps
+    return seconds_each(lambda token: llm.eval([token]), continuation)
 
 
 def write_gguf_file(model, tokenizer, folder: Path, quant: str = "f16") -> Path:
@@ -360,15 +370,10 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
         keys = ["params", "file_bytes", "perplexity"]
         if hf:
             row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
-            rounds = [sum(steps) for steps in engine_steps[name]]
-            row.update(engine_decode_s=statistics.median(rounds), engine_decode_s_all=rounds,
-                       engine_step_q20_s=step_quantile(engine_steps[name]))
+            row.update(step_columns("engine", engine_steps[name]))
             keys += ["decode_s", "engine_decode_s", "engine_step_q20_s"]
         if name in ggufs:
-            rounds = [sum(steps) for steps in llama_steps[name]]
-            row["llama_decode_s"] = statistics.median(rounds)
-            row["llama_decode_s_all"] = rounds
-            row["llama_step_q20_s"] = step_quantile(llama_steps[name])
+            row.update(step_columns("llama", llama_steps[name]))
             keys += ["llama_decode_s", "llama_step_q20_s"]
         base_row = base_row or row
         for key in keys:

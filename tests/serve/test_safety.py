@@ -104,8 +104,8 @@ class Paced:
 
 
 def test_non_streaming_request_is_cancelled_when_the_client_disconnects(engine):
-    """At >= 10 ms a token, 1000 greedy tokens take >= 10 s; the client leaves after 1 s, so the
-    worker stops after about 100 tokens, at most 1000 * (1 s + cancel latency) / 10 s."""
+    """At >= 10 ms a step, 1000 greedy tokens take >= 10 s; the client leaves after 1 s, so the
+    worker stops after at most (1 s + the cancel's latency) / 10 ms tokens: about 100."""
     settings = ServerSettings(max_tokens_limit=1000, max_request_tokens=1000)
     with ServerThread(create_app(Paced(engine, 0.01), settings)) as srv:
         body = {"model": "tiny", "prompt": "hello there", "max_tokens": 1000, "temperature": 0}
