@@ -5,10 +5,17 @@ arithmetic is a few milliseconds on a CPU, and transformers' per-call machinery 
 mask construction, output classes, hooks, kwargs plumbing) costs about as much again. This state
 does the same computation as ``LlamaForCausalLM`` (RMSNorm, rotary embeddings from the model's
 own rotary module, grouped-query attention, SwiGLU MLP) with q/k/v and gate/up fused into one
-matrix each and the keys/values written into preallocated buffers, so a step is ~20 kernel calls
-per layer. It is used for drafts only: the target keeps running through transformers, so the
-verified output is untouched (and drafts need not be bit-exact; they are checked to match
-transformers' logits closely in ``tests/infer/test_lean.py``).
+matrix each and the keys/values written into preallocated buffers. Per layer it makes as few
+kernel calls as it can: one fused RMSNorm each (``F.rms_norm``), linear layers called as
+``F.linear`` on their weights (no ``nn.Module`` call), the rotary embedding applied to the
+queries and keys in one pass, and a one-token step's attention as two small matmuls over the
+grouped heads (torch's CPU flash-attention kernel costs ~80 us per call at this size, the matmuls
+a fraction). At batch 1 a step is memory-bound: every weight is read once, and what is left is
+this per-layer overhead, which ``bench/prune.py`` shows is what keeps a narrower MLP from
+saving time in full proportion to its parameters. Drafts decode with it (they need not be
+bit-exact; they are checked to match transformers' logits closely in ``tests/infer/test_lean.py``);
+a target does only when asked (``tunelab serve --lean``, ``Generator(lean=True)``): by default it
+runs through transformers, whose logits are the reference the rest of tunelab is tested against.
 
 It offers :class:`tunelab.infer.cache.KVState`'s interface (``logits(tokens, last)`` reusing the
 longest cached prefix, ``forward_passes``), and :func:`lean_state` falls back to ``KVState`` for
@@ -73,6 +80,16 @@ def _fused_blocks(model, quantize: str) -> tuple[nn.ModuleList, nn.Module]:
     return blocks["layers"], blocks["head"]
 
 
+def _caller(module: nn.Module):
+    """``module`` as a plain function: a bias-free ``nn.Linear`` as ``F.linear`` on its weight (an
+    ``nn.Module`` call costs a few microseconds of hooks bookkeeping, ~4 per layer per step); any
+    other module (int8, a restricted head) as itself."""
+    if type(module) is nn.Linear and module.bias is None:
+        weight = module.weight.detach()
+        return lambda x: F.linear(x, weight)
+    return module
+
+
 class LeanState:
     """A draft's KV cache and forward pass without transformers' per-call overhead (Llama family).
 
@@ -100,7 +117,10 @@ class LeanState:
         key = (quantize, id(model.get_output_embeddings()))
         if key not in built:
             built[key] = _fused_blocks(model, quantize)
-        self.blocks, self.head = built[key]
+        layers, head = built[key]
+        self.blocks = [{name: _caller(layer[name]) for name in ("qkv", "o", "gate_up", "down")} for layer in layers]
+        self.head = head
+        self._head = _caller(head)
         self.tokens: list[int] = []
         self.forward_passes = 0
         self.device = self.embed.device
@@ -124,7 +144,7 @@ class LeanState:
         self._cos, self._sin = cos[0], sin[0]
 
     def _rms(self, x: Tensor, weight: Tensor) -> Tensor:
-        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def _rope(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         half = x.shape[-1] // 2
@@ -147,22 +167,26 @@ class LeanState:
         mask = None
         if n > 1:  # causal within the new tokens; every cached position is visible
             mask = torch.arange(end, device=self.device)[None] <= torch.arange(start, end, device=self.device)[:, None]
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         for i, (block, (norm1, norm2)) in enumerate(zip(self.blocks, self.norms, strict=True)):
             qkv = block["qkv"](self._rms(h, norm1))
-            q, k, v = qkv.split(
-                [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1
-            )
-            q = self._rope(q.view(n, self.heads, self.head_dim).transpose(0, 1), cos, sin)
-            self.keys[i, :, start:end] = self._rope(k.view(n, self.kv_heads, self.head_dim).transpose(0, 1), cos, sin)
-            self.values[i, :, start:end] = v.view(n, self.kv_heads, self.head_dim).transpose(0, 1)
-            out = F.scaled_dot_product_attention(
-                q[None], self.keys[i : i + 1, :, :end], self.values[i : i + 1, :, :end], attn_mask=mask, enable_gqa=True
-            )
-            h = h + block["o"](out[0].transpose(0, 1).reshape(n, -1))
+            qk = self._rope(qkv[:, : (heads + kv_heads) * dim].view(n, heads + kv_heads, dim).transpose(0, 1), cos, sin)
+            self.keys[i, :, start:end] = qk[heads:]
+            self.values[i, :, start:end] = qkv[:, (heads + kv_heads) * dim :].view(n, kv_heads, dim).transpose(0, 1)
+            keys, values = self.keys[i, :, :end], self.values[i, :, :end]
+            if n == 1:  # one query per head: grouped matmuls, (kv_heads, group, positions)
+                scores = (qk[:heads].view(kv_heads, heads // kv_heads, dim) * dim**-0.5) @ keys.transpose(1, 2)
+                out = (scores.softmax(-1) @ values).view(1, heads * dim)
+            else:
+                out = F.scaled_dot_product_attention(
+                    qk[None, :heads], keys[None], values[None], attn_mask=mask, enable_gqa=True
+                )
+                out = out[0].transpose(0, 1).reshape(n, -1)
+            h = h + block["o"](out)
             gate, up = block["gate_up"](self._rms(h, norm2)).chunk(2, dim=-1)
             h = h + block["down"](F.silu(gate) * up)
         self.tokens = list(tokens)
-        return self.head(self._rms(h[-last:], self.norm)).float()
+        return self._head(self._rms(h[-last:], self.norm)).float()
 
 
 def lean_state(model, quantize: str = "none") -> LeanState | KVState:
