@@ -48,3 +48,45 @@ def test_unsupported_models_fall_back_to_transformers(draft_lm):
     other = copy.deepcopy(draft_lm)
     other.config.attention_bias = True
     assert not supported(other) and isinstance(lean_state(other), KVState)
+
+
+def test_generator_lean_decodes_what_transformers_decodes(lm, tiny_tokenizer, prompts, draft_lm, monkeypatch):
+    """``Generator(lean=True)`` (``tunelab serve --lean``): greedy tokens equal the default step's and
+    ``generate()``'s, sampled ones under a seed too, and speculative decoding on a lean target keeps
+    the target's greedy output."""
+    from tunelab.infer import SamplingParams, Speculation
+    from tunelab.infer.decode import Generator
+
+    lean_calls = []
+    logits = LeanState.logits
+    monkeypatch.setattr(LeanState, "logits", lambda self, *a, **k: lean_calls.append(1) or logits(self, *a, **k))
+    plain, lean = Generator(lm, tiny_tokenizer), Generator(lm, tiny_tokenizer, draft_model=draft_lm, lean=True)
+    assert lean.prefix_cache is None  # no DynamicCache to keep
+    greedy = SamplingParams(max_new_tokens=12)
+    sampled = SamplingParams(max_new_tokens=12, temperature=0.8, seed=3)
+    for prompt in prompts:
+        ref = plain.generate(prompt, greedy).tokens
+        hf = lm.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=0)
+        before = len(lean_calls)
+        assert lean.generate(prompt, greedy).tokens == ref == hf[0, len(prompt) :].tolist()[: len(ref)]
+        assert len(lean_calls) - before == len(ref)  # one lean step per token: the lean path decoded
+        assert lean.generate(prompt, sampled).tokens == plain.generate(prompt, sampled).tokens
+        fast = lean.generate(prompt, greedy, speculation=Speculation(kind="draft", num_tokens=3))
+        assert fast.tokens == ref and fast.timings.drafted > 0
+
+
+def test_lean_refuses_what_it_cannot_decode_naming_the_flag(lm, tiny_tokenizer):
+    import pytest
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.errors import ConfigError
+    from tunelab.infer.decode import Generator
+    from tunelab.infer.engines import EngineOptions, refuse_unsupported
+
+    adapted = get_peft_model(copy.deepcopy(lm), LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ConfigError, match=r"--lean: .*PeftModel.*\n  fix: merge the adapters"):
+        Generator(adapted, tiny_tokenizer, lean=True)
+    with pytest.raises(ConfigError, match=r"--lean: the lean step keeps its own .*\n  fix: drop --static-cache"):
+        Generator(lm, tiny_tokenizer, lean=True, static_cache=True)
+    with pytest.raises(ConfigError, match="--lean: --engine llama.cpp decodes with its own kernels"):
+        refuse_unsupported("llama.cpp", EngineOptions(lean=True))

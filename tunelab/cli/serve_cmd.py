@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
                                           "preallocated StaticCache (no context cache)."),
         compile_step: bool = typer.Option(False, "--compile", help="--engine tunelab: torch.compile the decode step "
                                           "(implies --static-cache; see docs/serving.md for when it pays)."),
+        lean: bool = typer.Option(False, "--lean", help="--engine tunelab: decode a plain Llama-family model on "
+                                  "the CPU with tunelab's lean step (fused weights; no context cache; see "
+                                  "docs/serving.md)."),
         allow_pickle: bool = typer.Option(False, "--allow-pickle", help=CLI_HELP),
     ):
         """Serve a model or run over an OpenAI-compatible API (chat, completions, SSE streaming)."""
@@ -99,7 +102,8 @@ def register(app: typer.Typer) -> None:
                                   max_request_tokens=max_request_tokens)
         with pickle_allowed(allow_pickle):
             options = EngineOptions(adapters=adapters, device=device, draft=draft, speculation=spec, quant=quant,
-                                    max_context=max_context, static_cache=static_cache, compile=compile_step)
+                                    max_context=max_context, static_cache=static_cache, compile=compile_step,
+                                    lean=lean)
             backend = load_backend(engine, target, options)
         if key is None and not is_loopback(host):
             console.print(f"[yellow]warning:[/yellow] --insecure-no-auth: listening on {host} without --api-key: "

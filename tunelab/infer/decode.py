@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from tunelab.errors import ServeError
+from tunelab.errors import ConfigError, ServeError
 from tunelab.infer.cache import KVState, PrefixCache
 from tunelab.infer.few_rows import use_few_row_products
 from tunelab.infer.sampling import make_generator, next_token_probs, pick_token
@@ -113,14 +113,20 @@ class Generator:
             ``max_new_tokens``, rounded up to :data:`STATIC_BUCKET` so few shapes recur); no context cache.
         compile: also run the one-token decode step through ``torch.compile`` (implies ``static_cache``);
             the first request of each size bucket pays the compilation.
+        lean: decode with :class:`~tunelab.infer.lean.LeanState` (fused weights, plain tensor ops; a
+            plain Llama-family model on the CPU only, refused otherwise; no context cache). Its logits
+            match transformers' to ~1e-5, not bit for bit, so a near-tie can break the other way.
     """
 
     def __init__(self, model, tokenizer, *, prefix_cache: PrefixCache | None = None, draft_model=None,
-                 use_cache: bool = True, static_cache: bool = False, compile: bool = False):
+                 use_cache: bool = True, static_cache: bool = False, compile: bool = False, lean: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.static_cache = (static_cache or compile) and use_cache
-        self.prefix_cache = prefix_cache if use_cache and not self.static_cache else None
+        self.lean = lean and use_cache
+        if self.lean:
+            check_lean(model, self.static_cache)
+        self.prefix_cache = prefix_cache if use_cache and not self.static_cache and not self.lean else None
         self.draft_model = draft_model
         self.use_cache = use_cache
         self.eos = eos_token_ids(model, tokenizer)
@@ -155,6 +161,10 @@ class Generator:
 
     def _start_state(self, prompt: list[int], namespace: Hashable, timings: Timings, max_new_tokens: int
                      ) -> KVState:
+        if self.lean:
+            from tunelab.infer.lean import LeanState
+
+            return LeanState(self.model)  # type: ignore[return-value]  # KVState's interface
         if self.prefix_cache is not None:
             hit = self.prefix_cache.lookup(namespace, prompt)
             if hit is not None:
@@ -181,6 +191,21 @@ class Generator:
                 self.prefix_cache.store(namespace, state.tokens, state.cache)
 
         yield from text_deltas(stream, steps, self.tokenizer, self.eos, params.stop, cancel, timings, start, finish)
+
+
+def check_lean(model, static_cache: bool) -> None:
+    """A :class:`ConfigError` naming ``--lean`` when the lean step cannot decode ``model`` as asked."""
+    from tunelab.infer.lean import supported
+
+    if static_cache:
+        raise ConfigError("--lean: the lean step keeps its own key/value buffers.\n  fix: drop --static-cache "
+                          "and --compile, or drop --lean")
+    if not supported(model):
+        raise ConfigError(
+            "--lean: the lean step decodes a plain Llama-family model on the CPU (no adapters, biases or other "
+            f"architectures); this one is {type(model).__name__} on {next(model.parameters()).device}.\n"
+            "  fix: merge the adapters first (tunelab export RUN --format hf, then serve the export), or drop --lean"
+        )
 
 
 def fit_prompt(prompt: Sequence[int], params: SamplingParams, max_context: int) -> SamplingParams:

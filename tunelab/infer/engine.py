@@ -113,6 +113,7 @@ class Engine(ServedTokenizer):
         speculation: default speculation for every request.
         static_cache, compile: decode into a ``StaticCache`` / also ``torch.compile`` the decode step
             (see :class:`~tunelab.infer.decode.Generator`; measured in ``bench/generate.py``).
+        lean: decode with the lean step (:class:`~tunelab.infer.decode.Generator` says when it applies).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class Engine(ServedTokenizer):
         speculation: Speculation | None = None,
         static_cache: bool = False,
         compile: bool = False,
+        lean: bool = False,
     ):
         if not served:
             raise ServeError("an engine needs at least one served model id")
@@ -134,7 +136,7 @@ class Engine(ServedTokenizer):
         self.served = dict(served)
         self.speculation = speculation or Speculation()
         self.generator = Generator(model, tokenizer, prefix_cache=prefix_cache, draft_model=draft_model,
-                                   static_cache=static_cache, compile=compile)
+                                   static_cache=static_cache, compile=compile, lean=lean)
         # A plain Lock, not an RLock: a stream holds it across its yields, and servers such as
         # gradio advance and close one generator from different worker threads; an RLock can only be
         # released by the thread that took it ("cannot release un-acquired lock"). Nothing re-enters.

@@ -34,6 +34,7 @@ class EngineOptions:
         quant: GGUF quantization served by llama.cpp (f16 | q8_0 | q4_0 | f32).
         max_context: cap on the context the engine allocates up front (llama.cpp, vLLM); 0 = engine default.
         static_cache, compile: tunelab engine: a ``StaticCache`` / a ``torch.compile``'d decode step.
+        lean: tunelab engine: the lean decode step (:mod:`tunelab.infer.lean`).
     """
 
     adapters: Mapping[str, str | Path] = field(default_factory=dict)
@@ -44,6 +45,7 @@ class EngineOptions:
     max_context: int = 0
     static_cache: bool = False
     compile: bool = False
+    lean: bool = False
 
 
 Loader = Callable[[str, EngineOptions], object]
@@ -60,6 +62,7 @@ def _tunelab(target: str, options: EngineOptions):
         speculation=options.speculation,
         static_cache=options.static_cache,
         compile=options.compile,
+        lean=options.lean,
     )
 
 
@@ -85,8 +88,8 @@ def refuse_unsupported(
         asked.append(("--speculation", "has no speculative decoding here"))
     if options.draft and not speculation:
         asked.append(("--draft", "has no speculative decoding here"))
-    if options.static_cache or options.compile:
-        asked.append(("--compile" if options.compile else "--static-cache", "decodes with its own kernels"))
+    own_kernels = {"--compile": options.compile, "--static-cache": options.static_cache, "--lean": options.lean}
+    asked += [(flag, "decodes with its own kernels") for flag, on in own_kernels.items() if on]
     if asked:
         flag, why = asked[0]
         raise ConfigError(f"{flag}: --engine {engine} {why}.\n  fix: drop {flag}, or serve with --engine tunelab")

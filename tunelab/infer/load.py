@@ -110,6 +110,7 @@ def load_engine(
     cache_entries: int = 16,
     static_cache: bool = False,
     compile: bool = False,
+    lean: bool = False,
 ) -> Engine:
     """Load ``target`` (+ adapters, + an optional draft model) into a ready :class:`Engine`."""
     model, tokenizer, served = _load_base(target, device)
@@ -121,4 +122,4 @@ def load_engine(
         draft_model = load_draft(draft, device)
     cache = PrefixCache(max_entries=cache_entries) if cache_entries > 0 else None
     return Engine(model, tokenizer, served, prefix_cache=cache, draft_model=draft_model, speculation=speculation,
-                  static_cache=static_cache, compile=compile)
+                  static_cache=static_cache, compile=compile, lean=lean)
