@@ -11,6 +11,8 @@ The machine is shared: the load average before and after is recorded next to the
 
 Run: ``python bench/draft.py [--layers 8] [--steps 150] [--max-prompts 300] [--num-draft 3]``;
 the report goes to ``bench/results/draft-<layers>L.json`` (the draft folder to a temp dir).
+``python bench/draft.py --remeasure DIR --max-prompts 0 --repeats 3`` measures a saved draft again as
+``tunelab serve --draft DIR`` loads it, on the same held-out prompts (``bench/results/draft-remeasure.json``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def main() -> None:
     parser.add_argument("--costs-only", default=None, help="a saved draft folder: only time the forward passes")
     parser.add_argument("--out", default=None, help="keep the draft here (default: a temp dir, removed)")
     parser.add_argument(
+        "--remeasure", default=None, help="a saved draft folder: only measure acceptance and speedup again, as served"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="--remeasure: measurements in a row")
+    parser.add_argument(
         "--levers", action="store_true", help="only time each cost lever on untrained depth-pruned drafts (no build)"
     )
     args = parser.parse_args()
@@ -91,6 +97,20 @@ def main() -> None:
         eval_prompts=args.eval_prompts,
         eval_tokens=args.eval_tokens,
     )
+    if args.remeasure:  # as `tunelab serve --draft` loads it, on the held-out prompts the build measured
+        rows = [
+            {**remeasure(args.target, Path(args.remeasure), options), "load_average": os.getloadavg()}
+            for _ in range(args.repeats)
+        ]
+        path = ROOT / "bench" / "results" / "draft-remeasure.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"draft": args.remeasure, "rows": rows}, indent=2))
+        for row in rows:
+            print(f"acceptance {row['acceptance_rate']:.3f} ({row['accepted']} / {row['drafted']}), "
+                  f"speedup {row['speedup']:.2f}x ({row['target_s']:.1f} s alone, {row['speculative_s']:.1f} s with "
+                  f"the draft), identical {row['identical']}")
+        print(f"wrote {path}")
+        return
     load_before = os.getloadavg()
     start, cpu_start = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:

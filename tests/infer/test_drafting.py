@@ -8,6 +8,7 @@ draft gives at least that probability; greedy speculative output stays the targe
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -155,3 +156,21 @@ def test_an_int8_draft_loaded_in_bf16_drafts_as_its_fp32_copy(draft_lm, prompts)
     got = LeanState(prepare_draft(half, runtime), "int8").logits(prompts[0], last=3)
     want = LeanState(prepare_draft(wide, copy.deepcopy(runtime)), "int8").logits(prompts[0], last=3)
     assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_an_int8_draft_folder_loads_its_fp32_weights_where_bf16_is_the_fast_dtype(
+    tmp_path, draft_lm, tiny_tokenizer, monkeypatch
+):
+    """``tunelab draft`` saves and measures the draft in fp32; ``load_draft`` (``tunelab serve --draft``)
+    must quantize those weights, not a bf16 rounding of them, whatever dtype the machine's probe prefers."""
+    import tunelab.models.precision as precision
+
+    real = precision.choose_precision
+    monkeypatch.setattr(precision, "choose_precision", lambda *a, **k: replace(real(*a, **k), dtype="bf16"))
+    draft_lm.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    assert next(load_draft(tmp_path).parameters()).dtype == torch.bfloat16  # no recipe: the fast dtype
+    DraftRuntime(vocab=[0, 5, 9], quantize="int8").save(tmp_path)
+    loaded = load_draft(tmp_path)
+    saved, got = draft_lm.model.layers[0].mlp.up_proj.weight, loaded.model.layers[0].mlp.up_proj.weight
+    assert got.dtype == torch.float32 and torch.equal(got, saved)

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -327,8 +328,10 @@ def distill_config(
 def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: DraftOptions) -> SpeedReport:
     """Time greedy decoding of ``prompts`` with the target alone and with the draft speculating.
 
-    Each prompt runs plain then speculative, back to back, so machine load affects both alike.
-    The outputs must be token-identical (the greedy acceptance rule keeps only the target's argmax).
+    Each prompt runs both ways back to back, so machine load affects both alike; which goes first
+    alternates from prompt to prompt, so a machine speeding up or slowing down over a pair favours
+    neither. The outputs must be token-identical (the greedy acceptance rule keeps only the target's
+    argmax).
     """
     from tunelab.infer.decode import Generator
     from tunelab.infer.drafting import coverage
@@ -343,13 +346,15 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     speculative.generate(ids[0], SamplingParams(max_new_tokens=4), speculation=spec)
     report = SpeedReport(len(ids), 0, 0.0, 0.0, 0, 0, True, options.num_draft)
     outputs: list[list[int]] = []
-    for prompt in ids:
-        start = time.perf_counter()
-        base = plain.generate(prompt, params)
-        middle = time.perf_counter()
-        fast = speculative.generate(prompt, params, speculation=spec)
-        report.target_s += middle - start
-        report.speculative_s += time.perf_counter() - middle
+    for i, prompt in enumerate(ids):
+        ways = (
+            partial(plain.generate, prompt, params),
+            partial(speculative.generate, prompt, params, speculation=spec),
+        )
+        runs = {j: _timed(ways[j]) for j in ((0, 1) if i % 2 == 0 else (1, 0))}
+        (base, plain_s), (fast, speculative_s) = runs[0], runs[1]
+        report.target_s += plain_s
+        report.speculative_s += speculative_s
         report.new_tokens += len(base.tokens)
         report.drafted += fast.timings.drafted
         report.accepted += fast.timings.accepted
@@ -358,6 +363,13 @@ def measure_speed(target, draft, tokenizer, prompts: Sequence[str], options: Dra
     vocab = getattr(draft, "draft_vocab", None)
     report.coverage = coverage(outputs, vocab.tolist()) if vocab is not None else 1.0
     return report
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """``call()``'s result and the seconds it took."""
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
 
 
 def load_target(target: str, device: str):

@@ -153,9 +153,16 @@ def draft_state(model):
 
 
 def load_draft(folder: str | Path, device: str = "auto"):
-    """A draft folder (Hugging Face weights + optional :data:`RUNTIME_FILE`) ready to draft."""
+    """A draft folder (Hugging Face weights + optional :data:`RUNTIME_FILE`) ready to draft.
+
+    An int8 recipe loads the weights in fp32, as ``tunelab draft`` saved and measured them: loaded in
+    the inference dtype (bf16 where the precision probe picks it) they would be rounded to bf16
+    before being quantized: a slightly different draft from the one measured, which drafted more tokens
+    and reached a lower acceptance on the bundled model's held-out prompts."""
     from tunelab.config import ModelArgs
     from tunelab.models.load import load_model
 
-    model, _ = load_model(ModelArgs(name=str(folder)), device=device)
-    return prepare_draft(model.eval(), DraftRuntime.read(folder) if Path(folder).is_dir() else None)
+    runtime = DraftRuntime.read(folder) if Path(folder).is_dir() else None
+    dtype = "fp32" if runtime is not None and runtime.quantize == "int8" else "auto"
+    model, _ = load_model(ModelArgs(name=str(folder), dtype=dtype), device=device)
+    return prepare_draft(model.eval(), runtime)
