@@ -4,14 +4,17 @@ Two parts (``--part sizes``, ``--part recover`` or both, the default), and ``--p
 
 * **sizes**: depth (drop the lowest-scoring layers), width (narrow every MLP) and magnitude (50%
   zeros) pruning of the same base, about 20% of the parameters for the structured ones. For each:
-  parameters, safetensors file size and CPU greedy decode time (batch 1, ``--decode-tokens`` new
-  tokens, KV cache) in three loops: transformers' ``generate()``, tunelab's own decode step
-  (``KVState``, what ``tunelab generate``/``serve`` run) and llama.cpp on an f16 GGUF, as ratios against
-  the unpruned model measured in the same process, interleaved (``--reps`` rounds, median; for the last
-  two also the 20th-percentile step), plus held-out perplexity before any recovery. The issue's target:
-  a structured prune shrinks the file and the decode time by at least 0.8x as much as the
-  parameter count (``shrink = 1 - ratio``; the row's ``time/param`` column). Magnitude masks are
-  zeros in dense tensors: they shrink neither (the row shows it).
+  parameters, safetensors file size and the CPU greedy decode step time (batch 1, ``--decode-tokens``
+  fed tokens, KV cache) in three loops (:data:`LOOPS`): tunelab's own step (``KVState``, what ``tunelab
+  generate``/``serve`` run), the lean step (``LeanState``, drafts' fused Llama step) and llama.cpp on an
+  f16 GGUF, as ratios against the unpruned model measured in the same process. Every variant is
+  loaded in every loop at once and they take turns step by step (:func:`interleaved_steps` says why),
+  over ``--reps`` rounds of fresh copies; the columns are the median step and the 20th-percentile step.
+  Held-out perplexity before any recovery too. The issue's target: a structured prune shrinks the
+  file and the decode time by at least 0.8x as much as the parameter count (``shrink = 1 - ratio``;
+  the row's ``*_per_param`` columns). Magnitude masks are zeros in dense tensors: they shrink neither
+  (the row shows it, and doubles as the control: same shapes as the base, so its time ratio is the
+  measurement's own noise).
 * **recover**: ``tunelab prune`` itself (:func:`tunelab.compress.pipeline.prune`) on the same data
   with a recovery run (``--recover distill|lora``, ``--recover-steps``), printing the perplexity
   before, after pruning and after recovery, and the recovery's wall time. Target: perplexity
@@ -192,27 +195,16 @@ def text_corpus(path: Path, documents: Callable[[], list[str]], chunk_chars: int
     return path
 
 
-def decode_seconds(model, ids: torch.Tensor, tokens: int) -> float:
-    start = time.perf_counter()
-    with torch.no_grad():
-        model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            pad_token_id=0,
-        )
-    return time.perf_counter() - start
+WARMUP_STEPS = 4  # each round's first steps pay first-call allocations: fed, not counted
 
 
-def engine_decode_seconds(model, prompt: list[int], continuation: list[int]) -> list[float]:
-    """tunelab's own decode step (:class:`tunelab.infer.cache.KVState`, what ``tunelab generate`` and
-    ``tunelab serve`` run on the default engine): one step per token of ``continuation`` after the
-    prompt (KV cache, batch 1, logits of the last position only); the seconds of each step.
+def state_stepper(state, prompt: list[int]) -> Callable[[int], None]:
+    """A decode loop on ``state`` (:class:`tunelab.infer.cache.KVState`: tunelab's own step, what
+    ``tunelab generate``/``serve`` run; :class:`tunelab.infer.lean.LeanState`: the lean step) after
+    ``prompt``: each call feeds one token (KV cache, batch 1, logits of the last position only).
 
-    Fed, not sampled, as :func:`llama_decode_seconds`, so every variant decodes the same sequence."""
-    state = KVState(model)
+    Fed, not sampled, so every variant decodes the same sequence (a decode step costs the same
+    whichever token it is: one row through every weight)."""
     tokens = list(prompt)
     state.logits(tokens)
 
@@ -220,40 +212,48 @@ def engine_decode_seconds(model, prompt: list[int], continuation: list[int]) -> 
         tokens.append(token)
         state.logits(tokens)
 
-    return seconds_each(step, continuation)
+    return step
 
 
-def seconds_each(step: Callable[[int], None], continuation: list[int]) -> list[float]:
-    """The seconds ``step(token)`` takes for each token of ``continuation``, in order."""
-    steps = []
-    for token in continuation:
-        start = time.perf_counter()
-        step(token)
-        steps.append(time.perf_counter() - start)
-    return steps
+def llama_stepper(llm, prompt: list[int]) -> Callable[[int], None]:
+    """llama.cpp's decode loop after ``prompt``: each call evaluates one fed token (KV cache, batch 1)."""
+    llm.reset()
+    llm.eval(prompt)
+    return lambda token: llm.eval([token])
+
+
+def interleaved_steps(
+    steppers: dict[tuple[str, str], Callable[[int], None]], continuation: list[int], shuffle: random.Random
+) -> dict[tuple[str, str], list[float]]:
+    """For each token of ``continuation``, one step of every ``(loop, variant)`` stepper in a freshly
+    shuffled order; the seconds of each counted step (after :data:`WARMUP_STEPS`), per stepper.
+
+    Why step by step: this machine's speed drifts by 20-40% over seconds (shared memory bandwidth);
+    timing one variant's whole decode, then the next's, put that drift between the variants (an
+    identical copy of the base came out 2-12% slower or faster). Interleaved at ~50 ms, every variant
+    sees the same drift, and the identical copy lands within ~1% of the base."""
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in steppers}
+    order = list(steppers)
+    for i, token in enumerate(continuation):
+        shuffle.shuffle(order)
+        for key in order:
+            start = time.perf_counter()
+            steppers[key](token)
+            if i >= WARMUP_STEPS:
+                times[key].append(time.perf_counter() - start)
+    return times
 
 
 def step_columns(prefix: str, rounds: list[list[float]]) -> dict:
-    """A decode loop's columns from each round's step times: the median round, every round, and one
-    step at the 20th percentile of all rounds' steps (a stalled step, from a busy core or a page fault,
-    only adds time, so a low quantile of many steps is the step time without the stalls)."""
-    totals = [sum(steps) for steps in rounds]
+    """A decode loop's columns from each round's step times: the median step of all rounds, each
+    round's total, and the step at the 20th percentile (a stalled step, from a busy core or a page
+    fault, only adds time, so a low quantile of many steps is the step time without the stalls)."""
+    steps = [t for times in rounds for t in times]
     return {
-        f"{prefix}_decode_s": statistics.median(totals),
-        f"{prefix}_decode_s_all": totals,
-        f"{prefix}_step_q20_s": statistics.quantiles([t for steps in rounds for t in steps], n=5)[0],
+        f"{prefix}_step_s": statistics.median(steps),
+        f"{prefix}_decode_s_all": [sum(times) for times in rounds],
+        f"{prefix}_step_q20_s": statistics.quantiles(steps, n=5)[0],
     }
-
-
-def llama_decode_seconds(llm, prompt: list[int], continuation: list[int]) -> list[float]:
-    """llama.cpp: one decode step per token of ``continuation`` after the prompt (KV cache, batch 1); the
-    seconds of each step.
-
-    The tokens are fed, not sampled, so every variant decodes the same sequence for its full length
-    (a decode step costs the same whichever token it is: one row through every weight)."""
-    llm.reset()
-    llm.eval(prompt)
-    return seconds_each(lambda token: llm.eval([token]), continuation)
 
 
 def write_gguf_file(model, tokenizer, folder: Path, quant: str = "f16") -> Path:
@@ -266,23 +266,12 @@ def write_gguf_file(model, tokenizer, folder: Path, quant: str = "f16") -> Path:
     return path
 
 
-def llama_round_steps(
-    path: Path, prompt: list[int], continuation: list[int], threads: int | None = None
-) -> list[float]:
-    """Open ``path`` in llama.cpp afresh (read into memory, not mapped), time each decode step, close it.
-
-    A fresh load per round spreads each variant over many page placements: loaded once, two
-    byte-identical copies of the base GGUF decoded 6-8% apart for a whole run (placement, not
-    shape), more than the width prunes' effect being measured; reloaded every round they agreed
-    within 1.5%."""
+def open_fresh(path: Path, threads: int | None):
+    """``path`` in llama.cpp, read into memory (not mapped): a mapped file's page placement alone
+    moved decode time by ~6% between two byte-identical copies, so each round loads afresh."""
     from tunelab.infer.llamacpp import open_llama
 
-    llm = open_llama(path, n_ctx=512, n_threads=threads, use_mmap=False)
-    try:
-        llama_decode_seconds(llm, prompt, continuation[:4])  # warm-up: first-call allocations
-        return llama_decode_seconds(llm, prompt, continuation)
-    finally:
-        llm.close()
+    return open_llama(path, n_ctx=512, n_threads=threads, use_mmap=False)
 
 
 def file_bytes(model, folder: Path) -> int:
@@ -322,42 +311,52 @@ def variants_of(args, base, data) -> dict[str, object]:
     return out
 
 
+#: The decode loops timed: tunelab's step (transformers' forward, ``tunelab generate``/``serve``), the
+#: lean step (tunelab's fused Llama step, what drafts decode with), llama.cpp on a GGUF of ``--gguf-type``.
+LOOPS = ("engine", "lean", "llama")
+
+
 def sizes(args, base, tokenizer, data) -> list[dict]:
-    """Depth, width, mixed and magnitude variants of ``base`` vs ``base``: params, file size, decode time
-    (transformers and llama.cpp), perplexity."""
+    """Depth, width, mixed and magnitude variants of ``base`` vs ``base``: params, file size, decode step
+    time in each of :data:`LOOPS` (interleaved step by step), perplexity."""
+    from tunelab.infer.lean import LeanState
+
     variants = variants_of(args, base, data)
     print(f"{base.config.num_hidden_layers} layers; variants: {list(variants)}", flush=True)
     folders = {name: args.results / "prune-sizes" / f"{i}-{name.split()[0]}" for i, name in enumerate(variants)}
     files = {name: file_bytes(model, folders[name]) for name, model in variants.items()}
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    prompt = ids[0].tolist()
     continuation = base.generate(
         ids, do_sample=False, max_new_tokens=args.decode_tokens, min_new_tokens=args.decode_tokens, pad_token_id=0
     )[0, ids.shape[1] :].tolist()
+    loops = [loop for loop in LOOPS if not (loop == "llama" and args.no_llama)]
+    if args.llama_only:
+        loops = ["llama"]
     ggufs = {}
-    if not args.no_llama:
+    if "llama" in loops:
         ggufs = {
             name: write_gguf_file(model, tokenizer, folders[name], args.gguf_type) for name, model in variants.items()
         }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    engine_steps: dict[str, list[list[float]]] = {name: [] for name in variants}
-    llama_steps: dict[str, list[list[float]]] = {name: [] for name in ggufs}
-    hf = not (args.llama_only and ggufs)  # the transformers generate() and tunelab engine columns
-    if hf:
-        for model in variants.values():  # warm-up
-            decode_seconds(model.eval(), ids, 4)
-            engine_decode_seconds(model, ids[0].tolist(), continuation[:4])
-    order, prompt = list(variants), ids[0].tolist()
+    rounds: dict[tuple[str, str], list[list[float]]] = {(loop, name): [] for loop in loops for name in variants}
     shuffle = random.Random(0)
-    for _ in range(args.reps):  # interleaved, in a shuffled order: the machine's load hits every variant alike
-        shuffle.shuffle(order)
-        for name in order:
-            if hf:
-                fresh = copy.deepcopy(variants[name])  # a fresh placement each round (llama_round_steps says why)
-                times[name].append(decode_seconds(fresh, ids, args.decode_tokens))
-                engine_steps[name].append(engine_decode_seconds(fresh, prompt, continuation))
-                del fresh
-            if name in ggufs:
-                llama_steps[name].append(llama_round_steps(ggufs[name], prompt, continuation, args.llama_threads))
+    for r in range(args.reps):
+        # Fresh copies and loads each round: each variant decodes from new memory placements.
+        fresh = {name: copy.deepcopy(model) for name, model in variants.items()} if loops != ["llama"] else {}
+        llms = {name: open_fresh(path, args.llama_threads) for name, path in ggufs.items()}
+        steppers = {}
+        for loop, name in rounds:
+            if loop == "llama":
+                steppers[(loop, name)] = llama_stepper(llms[name], prompt)
+            else:
+                state = KVState(fresh[name]) if loop == "engine" else LeanState(fresh[name])
+                steppers[(loop, name)] = state_stepper(state, prompt)
+        for key, steps in interleaved_steps(steppers, continuation, shuffle).items():
+            rounds[key].append(steps)
+        for llm in llms.values():
+            llm.close()
+        del steppers, fresh, llms
+        print(f"round {r + 1}/{args.reps} done ({time.perf_counter() - START:.0f} s)", flush=True)
     rows = []
     base_row = None
     for name, model in variants.items():
@@ -368,27 +367,16 @@ def sizes(args, base, tokenizer, data) -> list[dict]:
             "perplexity": perplexity(model, data),
         }
         keys = ["params", "file_bytes", "perplexity"]
-        if hf:
-            row.update(decode_s=statistics.median(times[name]), decode_s_all=times[name])
-            row.update(step_columns("engine", engine_steps[name]))
-            keys += ["decode_s", "engine_decode_s", "engine_step_q20_s"]
-        if name in ggufs:
-            row.update(step_columns("llama", llama_steps[name]))
-            keys += ["llama_decode_s", "llama_step_q20_s"]
+        for loop in loops:
+            row.update(step_columns(loop, rounds[(loop, name)]))
+            keys += [f"{loop}_step_s", f"{loop}_step_q20_s"]
         base_row = base_row or row
         for key in keys:
             row[f"{key}_ratio"] = row[key] / base_row[key]
         shrink = 1 - row["params_ratio"]
-        for key, label in (
-            ("file_bytes", "file"),
-            ("decode_s", "time"),
-            ("engine_decode_s", "engine_time"),
-            ("engine_step_q20_s", "engine_step_time"),
-            ("llama_decode_s", "llama_time"),
-            ("llama_step_q20_s", "llama_step_time"),
-        ):
-            if key in row:
-                row[f"{label}_per_param"] = (1 - row[f"{key}_ratio"]) / shrink if shrink > 0 else None
+        for key in keys[3:] + ["file_bytes"]:
+            label = key.removesuffix("_s").removesuffix("_bytes")
+            row[f"{label}_per_param"] = (1 - row[f"{key}_ratio"]) / shrink if shrink > 0 else None
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
