@@ -144,7 +144,10 @@ class LeanState:
         self._cos, self._sin = cos[0], sin[0]
 
     def _rms(self, x: Tensor, weight: Tensor) -> Tensor:
-        return F.rms_norm(x, weight.shape, weight, self.eps)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        # In half precision as LlamaRMSNorm does it: normalize in fp32, round, then scale.
+        return weight * F.rms_norm(x.float(), weight.shape, None, self.eps).to(x.dtype)
 
     def _rope(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         half = x.shape[-1] // 2
@@ -174,9 +177,10 @@ class LeanState:
             self.keys[i, :, start:end] = qk[heads:]
             self.values[i, :, start:end] = qkv[:, (heads + kv_heads) * dim :].view(n, kv_heads, dim).transpose(0, 1)
             keys, values = self.keys[i, :, :end], self.values[i, :, :end]
-            if n == 1:  # one query per head: grouped matmuls, (kv_heads, group, positions)
-                scores = (qk[:heads].view(kv_heads, heads // kv_heads, dim) * dim**-0.5) @ keys.transpose(1, 2)
-                out = (scores.softmax(-1) @ values).view(1, heads * dim)
+            if n == 1:  # one query per head: grouped matmuls, (kv_heads, group, positions), in fp32 as SDPA's
+                query = qk[:heads].view(kv_heads, heads // kv_heads, dim).float() * dim**-0.5
+                scores = query @ keys.float().transpose(1, 2)
+                out = (scores.softmax(-1) @ values.float()).to(h.dtype).view(1, heads * dim)
             else:
                 out = F.scaled_dot_product_attention(
                     qk[None, :heads], keys[None], values[None], attn_mask=mask, enable_gqa=True
