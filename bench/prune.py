@@ -515,7 +515,7 @@ def main() -> None:
     parser.add_argument("--llama-threads", type=int, default=None, help="sizes: llama.cpp threads (default torch's)")
     parser.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f16", help="sizes: llama.cpp's GGUF")
     parser.add_argument(
-        "--llama-only", action="store_true", help="sizes: time llama.cpp only (skip transformers' decode column)"
+        "--llama-only", action="store_true", help="sizes: time llama.cpp only (skip the two torch loops)"
     )
     parser.add_argument("--method", choices=["depth", "width", "depth+width"], default="width", help="recover: prune")
     parser.add_argument("--recover", choices=["distill", "lora"], default="distill")
