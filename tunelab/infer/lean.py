@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +55,23 @@ def _fuse(*linears: nn.Module) -> nn.Linear:
     return fused
 
 
+def _caller(module: nn.Module):
+    """``module`` as a plain function: a bias-free ``nn.Linear`` as ``F.linear`` on its weight (an
+    ``nn.Module`` call costs a few microseconds of hooks bookkeeping, ~4 per layer per step); any
+    other module (int8, a restricted head) as itself."""
+    if type(module) is nn.Linear and module.bias is None:
+        weight = module.weight.detach()
+        return lambda x: F.linear(x, weight)
+    return module
+
+
 # model -> {(quantize, head id): (layers, head)}; outside the module so that copying a model works
 _BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fused_blocks(model, quantize: str) -> tuple[nn.ModuleList, nn.Module]:
-    """``(layers, head)``: each decoder layer's linears fused (q/k/v, gate/up), int8 if asked."""
+def _fused_blocks(model, quantize: str) -> tuple[list[dict[str, Callable[[Tensor], Tensor]]], nn.Module]:
+    """``(layers, head)``: each decoder layer's linears fused (q/k/v, gate/up), int8 if asked, as callables
+    (:func:`_caller`: made once per model here, not per request)."""
     blocks = nn.ModuleDict({"head": model.get_output_embeddings(), "layers": nn.ModuleList()})
     for layer in model.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
@@ -77,17 +88,7 @@ def _fused_blocks(model, quantize: str) -> tuple[nn.ModuleList, nn.Module]:
         with warnings.catch_warnings():  # deprecated in favour of torchao, still shipped with torch
             warnings.simplefilter("ignore")
             blocks = quantize_dynamic(blocks, {nn.Linear}, dtype=torch.qint8)
-    return blocks["layers"], blocks["head"]
-
-
-def _caller(module: nn.Module):
-    """``module`` as a plain function: a bias-free ``nn.Linear`` as ``F.linear`` on its weight (an
-    ``nn.Module`` call costs a few microseconds of hooks bookkeeping, ~4 per layer per step); any
-    other module (int8, a restricted head) as itself."""
-    if type(module) is nn.Linear and module.bias is None:
-        weight = module.weight.detach()
-        return lambda x: F.linear(x, weight)
-    return module
+    return [{name: _caller(linear) for name, linear in layer.items()} for layer in blocks["layers"]], blocks["head"]
 
 
 class LeanState:
@@ -117,10 +118,8 @@ class LeanState:
         key = (quantize, id(model.get_output_embeddings()))
         if key not in built:
             built[key] = _fused_blocks(model, quantize)
-        layers, head = built[key]
-        self.blocks = [{name: _caller(layer[name]) for name in ("qkv", "o", "gate_up", "down")} for layer in layers]
-        self.head = head
-        self._head = _caller(head)
+        self.blocks, self.head = built[key]
+        self._head = _caller(self.head)
         self.tokens: list[int] = []
         self.forward_passes = 0
         self.device = self.embed.device
